@@ -1,0 +1,92 @@
+"""The `audio-platform` command: process a drop, query the warehouse."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+
+def _cmd_process(args: argparse.Namespace) -> int:
+    from audio_platform.definitions import build_definitions
+    from audio_platform.pipeline import prepare_instance, process_drop
+    from audio_platform.settings import load_settings
+
+    settings = load_settings()
+    if args.demo:
+        from audio_platform.demo import build_demo_drop
+
+        folder = settings.home / "demo_drop"
+        build_demo_drop(folder)
+        print(f"demo drop written to {folder}")
+    elif args.folder is None:
+        print("error: give a folder to process, or --demo", file=sys.stderr)
+        return 2
+    else:
+        folder = Path(args.folder)
+    if args.shard_size:
+        from dataclasses import replace
+
+        settings = replace(settings, shard_size=args.shard_size)
+    instance = prepare_instance(settings)
+    report = process_drop(settings, build_definitions(settings), folder, instance)
+    s = report.summary
+    print(f"drop {report.plan.drop_id}: {len(report.plan.shards)} shard(s) under {settings.home}")
+    print(
+        f"files {int(s['files'])}: ok {int(s['ok'])}, quarantined {int(s['quarantined'])}, "
+        f"duplicate {int(s['duplicate'])}"
+    )
+    print(
+        f"audio {s['audio_seconds'] / 3600:.3f} h, speech {s['speech_seconds'] / 3600:.3f} h in "
+        f"{int(s['segments'])} segments; curated {int(s['curated'])} segments "
+        f"({s['curated_seconds'] / 3600:.3f} h)"
+    )
+    print(f"wall {report.wall_s:.1f} s, real-time factor {report.real_time_factor:.1f}x")
+    print(f"query: audio-platform sql \"SELECT * FROM curated_segments LIMIT 5\"  (warehouse {settings.warehouse_path})")
+    if report.failed_shards:
+        print(f"FAILED shards: {', '.join(report.failed_shards)} (see the Dagster UI run logs)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from audio_platform.settings import load_settings
+    from audio_platform.storage.warehouse import query
+
+    frame = query(load_settings().warehouse_path, args.query)
+    if args.format == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif args.format == "json":
+        sys.stdout.write(frame.write_json() + "\n")
+    else:
+        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=200):
+            print(frame)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audio-platform", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    process = sub.add_parser("process", help="register a folder as a drop and materialize the whole graph for it")
+    process.add_argument("folder", nargs="?", help="folder of audio files (searched recursively)")
+    process.add_argument("--demo", action="store_true", help="build and process the built-in synthetic demo drop")
+    process.add_argument("--shard-size", type=int, default=0, help="files per shard (default: settings)")
+    process.set_defaults(func=_cmd_process)
+    sql = sub.add_parser("sql", help="query the DuckDB warehouse")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument("--max-rows", type=int, default=50)
+    sql.set_defaults(func=_cmd_sql)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""The table of contents: every asset, check, job and resource of the platform."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job, load_asset_checks_from_modules
+
+from audio_platform.defs import curation, ingest, scoring, transcription, vad
+from audio_platform.defs import warehouse as warehouse_defs
+from audio_platform.defs.curation import curated_segments
+from audio_platform.defs.ingest import raw_audio_files
+from audio_platform.defs.partitions import shard_partitions
+from audio_platform.defs.resources import AsrResource, CurationResource, PlatformStorage, VadResource
+from audio_platform.defs.scoring import segment_scores
+from audio_platform.defs.transcription import transcribe_segments
+from audio_platform.defs.vad import vad_segments
+from audio_platform.defs.warehouse import warehouse
+from audio_platform.settings import Settings, load_settings
+
+SHARD_ASSETS = AssetSelection.assets(raw_audio_files, vad_segments, transcribe_segments, segment_scores, curated_segments)
+
+process_shard_job = define_asset_job(
+    "process_shard",
+    selection=SHARD_ASSETS,
+    partitions_def=shard_partitions,
+    description="Everything for one shard: inventory → VAD → ASR → scores → curated set, with checks.",
+)
+rescore_shard_job = define_asset_job(
+    "rescore_shard",
+    selection=AssetSelection.assets(segment_scores, curated_segments),
+    partitions_def=shard_partitions,
+    description="Re-score and re-select one shard after changing weights or policy; never re-transcribes.",
+)
+refresh_warehouse_job = define_asset_job("refresh_warehouse", selection=AssetSelection.assets(warehouse))
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    return Definitions(
+        assets=[raw_audio_files, vad_segments, transcribe_segments, segment_scores, curated_segments, warehouse],
+        asset_checks=load_asset_checks_from_modules([ingest, vad, transcription, scoring, curation, warehouse_defs]),
+        jobs=[process_shard_job, rescore_shard_job, refresh_warehouse_job],
+        resources={
+            "storage": PlatformStorage(home=str(settings.home), max_file_duration_s=settings.max_file_duration_s),
+            "vad": VadResource(),
+            "asr": AsrResource(
+                model_path=settings.asr_model_path,
+                device=settings.asr_device,
+                compute_type=settings.asr_compute_type,
+                batch_size=settings.asr_batch_size,
+                beam_size=settings.asr_beam_size,
+                cpu_threads=settings.asr_cpu_threads,
+            ),
+            "curation": CurationResource(),
+        },
+    )
+
+
+defs = build_definitions(load_settings())

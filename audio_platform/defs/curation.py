@@ -1,0 +1,95 @@
+"""curated_segments: the selection under the configured policy, with a reason for every rejection."""
+
+from __future__ import annotations
+
+import polars as pl
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from audio_platform.curation.selection import decide
+from audio_platform.defs.metering import StageMeter
+from audio_platform.defs.partitions import shard_partitions
+from audio_platform.defs.resources import CurationResource, PlatformStorage
+from audio_platform.defs.scoring import SEGMENT_SCORES, segment_scores
+from audio_platform.storage.tables import AUDIO_FILES, CURATED_SEGMENTS, CURATION_DECISIONS, SEGMENTS, TRANSCRIPTS
+
+
+@asset(
+    deps=[segment_scores],
+    partitions_def=shard_partitions,
+    group_name="curation",
+    kinds={"polars", "parquet"},
+    description="Segments selected by the curation policy (score floor, duration bounds, language, "
+    "no-speech and compression ceilings). Tables: curated_segments, curation_decisions (every "
+    "segment with selected / rejection_reason).",
+)
+def curated_segments(
+    context: AssetExecutionContext, storage: PlatformStorage, curation: CurationResource
+) -> MaterializeResult:
+    shard = context.partition_key
+    lake = storage.lake
+    meter = StageMeter()
+    candidates = (
+        lake.read(SEGMENT_SCORES, shard)
+        .select("segment_id", "topsis_score")
+        .join(lake.read(SEGMENTS.name, shard).select("segment_id", "file_id", "start_s", "end_s", "duration_s"),
+              on="segment_id", validate="1:1")
+        .join(lake.read(TRANSCRIPTS.name, shard).select("segment_id", "text", "language", "no_speech_prob",
+                                                         "compression_ratio"), on="segment_id", validate="1:1")
+        .join(lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == "ok").select("file_id", "source_path"),
+              on="file_id", validate="m:1")
+        .with_columns(pl.lit(shard).alias("shard"))
+    )
+    decisions = decide(candidates, curation.policy())
+    curated = decisions.filter(pl.col("selected"))
+    lake.write_table(CURATED_SEGMENTS, shard, curated)
+    lake.write_table(CURATION_DECISIONS, shard, decisions)
+    meter.audio_s = float(candidates["duration_s"].sum()) if candidates.height else 0.0
+    reasons = (
+        decisions.filter(~pl.col("selected"))
+        .with_columns(pl.col("rejection_reason").str.extract(r"^([a-z_ ]+)", 1).alias("rule"))
+        .group_by("rule")
+        .len()
+        .sort("len", descending=True)
+    )
+    return MaterializeResult(
+        metadata=meter.metadata(
+            candidates=candidates.height,
+            curated=curated.height,
+            curated_seconds=round(float(curated["duration_s"].sum()), 3) if curated.height else 0.0,
+            yield_ratio=round(curated.height / candidates.height, 4) if candidates.height else 0.0,
+            rejections=MetadataValue.md(
+                "\n".join(f"- {n} × {rule}" for rule, n in reasons.iter_rows()) or "none"
+            ),
+        )
+    )
+
+
+@asset_check(asset=curated_segments, partitions_def=shard_partitions, blocking=True)
+def every_segment_has_a_decision(context: AssetCheckExecutionContext, storage: PlatformStorage) -> AssetCheckResult:
+    """Conservation: no segment leaves the pipeline silently; each is selected or carries a reason."""
+    shard = context.partition_key
+    decisions = storage.lake.read(CURATION_DECISIONS.name, shard)
+    segment_ids = set(storage.lake.read(SEGMENTS.name, shard)["segment_id"].to_list())
+    unexplained = decisions.filter(~pl.col("selected") & pl.col("rejection_reason").is_null()).height
+    return AssetCheckResult(
+        passed=set(decisions["segment_id"].to_list()) == segment_ids and decisions.height == len(segment_ids)
+        and unexplained == 0,
+        metadata={"segments": len(segment_ids), "decided": decisions.height, "unexplained": unexplained},
+    )
+
+
+@asset_check(asset=curated_segments, partitions_def=shard_partitions)
+def curated_set_not_empty(context: AssetCheckExecutionContext, storage: PlatformStorage) -> AssetCheckResult:
+    """Warns (does not block) when a shard yields nothing: legitimate for a noise-only shard, but a
+    signal that a policy or a model is off when it happens to speech shards."""
+    curated = storage.lake.read(CURATED_SEGMENTS.name, context.partition_key).height
+    return AssetCheckResult(passed=curated > 0, severity=AssetCheckSeverity.WARN, metadata={"curated": curated})

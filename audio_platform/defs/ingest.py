@@ -1,0 +1,111 @@
+"""raw_audio_files: the inventory of a shard (identity, dedup, quarantine, the one decode)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    Backoff,
+    Jitter,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+    asset_check,
+)
+
+from audio_platform.audio.inventory import OK, claimant_for, inventory_file
+from audio_platform.defs.metering import StageMeter
+from audio_platform.defs.partitions import shard_partitions
+from audio_platform.defs.resources import PlatformStorage
+from audio_platform.storage.tables import AUDIO_FILES, SHARD_FILES
+
+# Transient I/O (network filesystems, object-store mounts) is retried; bad content is not an
+# error at all (it is quarantined), so retries never mask a broken file.
+IO_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+
+
+@asset(
+    partitions_def=shard_partitions,
+    retry_policy=IO_RETRY,
+    group_name="ingest",
+    kinds={"python", "parquet"},
+    description="Inventory of every input file of the shard: content hash, format found by decoding, "
+    "status ok / quarantined (with reason) / duplicate. Table: audio_files.",
+)
+def raw_audio_files(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
+    shard = context.partition_key
+    lake = storage.lake
+    files = lake.read(SHARD_FILES.name, shard)
+    index = storage.content_index
+    cache = storage.pcm_cache
+    meter = StageMeter()
+    rows = []
+    for source_path, rel_path, drop_root in files.select("source_path", "rel_path", "drop_root").iter_rows():
+        record = inventory_file(
+            Path(source_path),
+            rel_path,
+            Path(drop_root),
+            claimant_for(shard, source_path),
+            index.claim,
+            cache,
+            storage.max_file_duration_s,
+        )
+        rows.append(record.as_row())
+        if record.status == OK and record.duration_s:
+            meter.audio_s += record.duration_s
+        if record.status != OK:
+            context.log.info(f"{record.status}: {rel_path}: {record.reason}")
+    drop_id = files["drop_id"][0] if files.height else ""
+    record_schema = {k: v for k, v in AUDIO_FILES.schema.items() if k not in ("shard", "drop_id")}
+    frame = pl.DataFrame(rows, schema=record_schema).with_columns(
+        pl.lit(shard).alias("shard"), pl.lit(drop_id).alias("drop_id")
+    )
+    lake.write_table(AUDIO_FILES, shard, frame)
+    statuses = Counter(frame["status"].to_list())
+    reasons = Counter(r for r in frame.filter(pl.col("status") == "quarantined")["reason"].to_list())
+    return MaterializeResult(
+        metadata=meter.metadata(
+            files=frame.height,
+            ok=statuses.get("ok", 0),
+            quarantined=statuses.get("quarantined", 0),
+            duplicate=statuses.get("duplicate", 0),
+            audio_hours=MetadataValue.float(round(meter.audio_s / 3600.0, 4)),
+            quarantine_reasons=MetadataValue.md(
+                "\n".join(f"- {count} × {reason}" for reason, count in reasons.most_common()) or "none"
+            ),
+        )
+    )
+
+
+@asset_check(asset=raw_audio_files, partitions_def=shard_partitions, blocking=True)
+def every_input_accounted_for(context: AssetCheckExecutionContext, storage: PlatformStorage) -> AssetCheckResult:
+    """Conservation: each input of the shard appears exactly once, with a valid status, and every
+    quarantined or duplicate file carries a reason."""
+    shard = context.partition_key
+    inputs = storage.lake.read(SHARD_FILES.name, shard)["source_path"]
+    inventory = storage.lake.read(AUDIO_FILES.name, shard)
+    missing = set(inputs.to_list()) - set(inventory["source_path"].to_list())
+    repeated = inventory.height - inventory["source_path"].n_unique()
+    bad_status = inventory.filter(~pl.col("status").is_in(["ok", "quarantined", "duplicate"])).height
+    unexplained = inventory.filter((pl.col("status") != "ok") & pl.col("reason").is_null()).height
+    counts = inventory.group_by("status").len()
+    status_counts = dict(zip(counts["status"].to_list(), counts["len"].to_list(), strict=True))
+    return AssetCheckResult(
+        passed=not missing and repeated == 0 and bad_status == 0 and unexplained == 0
+        and inventory.height == inputs.len(),
+        metadata={
+            "inputs": inputs.len(),
+            "ok": status_counts.get("ok", 0),
+            "quarantined": status_counts.get("quarantined", 0),
+            "duplicate": status_counts.get("duplicate", 0),
+            "missing": len(missing),
+            "repeated": repeated,
+            "unexplained": unexplained,
+        },
+    )

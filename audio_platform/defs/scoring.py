@@ -1,0 +1,88 @@
+"""segment_scores: quality criteria per segment and their TOPSIS closeness score.
+
+Runs on tables only (segments + transcripts), so changing weights re-scores in seconds and
+never re-decodes or re-transcribes.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from audio_platform.curation.criteria import add_text_criteria
+from audio_platform.curation.topsis import score_frame
+from audio_platform.defs.metering import StageMeter
+from audio_platform.defs.partitions import shard_partitions
+from audio_platform.defs.resources import CurationResource, PlatformStorage
+from audio_platform.defs.transcription import TRANSCRIPTS_KEY
+from audio_platform.storage.tables import SEGMENTS, TRANSCRIPTS
+
+SEGMENT_SCORES = "segment_scores"
+
+
+def build_scores(segments: pl.DataFrame, transcripts: pl.DataFrame, curation: CurationResource) -> pl.DataFrame:
+    criteria = curation.criteria()
+    joined = segments.join(
+        transcripts.drop("file_id", "shard"), on="segment_id", how="left", validate="1:1"
+    )
+    scored = score_frame(add_text_criteria(joined), criteria)
+    criterion_columns = [c.name for c in criteria]
+    measured = [
+        c
+        for c in ("duration_s", "speech_prob", "snr_db", "clipping_ratio", "loudness_dbfs", "dc_offset",
+                  "avg_logprob", "no_speech_prob", "compression_ratio", "speaking_rate", "duration_fitness")
+        if c in scored.columns
+    ]
+    columns = ["segment_id", "file_id", "shard", *dict.fromkeys([*measured, *criterion_columns]), "topsis_score"]
+    return scored.select(columns).with_columns(pl.col(pl.Float32).cast(pl.Float64))
+
+
+@asset(
+    deps=[TRANSCRIPTS_KEY],
+    partitions_def=shard_partitions,
+    group_name="curation",
+    kinds={"polars", "parquet"},
+    description="Every quality criterion per segment and its TOPSIS closeness score in [0, 1] against "
+    "fixed ideal/anti-ideal points (comparable across shards). Table: segment_scores.",
+)
+def segment_scores(
+    context: AssetExecutionContext, storage: PlatformStorage, curation: CurationResource
+) -> MaterializeResult:
+    shard = context.partition_key
+    meter = StageMeter()
+    scores = build_scores(
+        storage.lake.read(SEGMENTS.name, shard), storage.lake.read(TRANSCRIPTS.name, shard), curation
+    )
+    storage.lake.write(SEGMENT_SCORES, shard, scores)
+    topsis = scores["topsis_score"]
+    return MaterializeResult(
+        metadata=meter.metadata(
+            segments=scores.height,
+            mean_topsis_score=MetadataValue.float(round(float(topsis.mean()), 4) if scores.height else 0.0),
+            median_topsis_score=MetadataValue.float(round(float(topsis.median()), 4) if scores.height else 0.0),
+            criteria=MetadataValue.json({c.name: {"weight": c.weight, "benefit": c.benefit} for c in curation.criteria()}),
+        )
+    )
+
+
+@asset_check(asset=segment_scores, partitions_def=shard_partitions, blocking=True)
+def scores_in_unit_interval(context: AssetCheckExecutionContext, storage: PlatformStorage) -> AssetCheckResult:
+    """Every segment is scored once and every TOPSIS score is a finite number in [0, 1]."""
+    shard = context.partition_key
+    scores = storage.lake.read(SEGMENT_SCORES, shard)
+    segments = storage.lake.read(SEGMENTS.name, shard).height
+    invalid = scores.filter(
+        pl.col("topsis_score").is_null() | pl.col("topsis_score").is_nan() | ~pl.col("topsis_score").is_between(0.0, 1.0)
+    ).height
+    return AssetCheckResult(
+        passed=invalid == 0 and scores.height == segments,
+        metadata={"scored": scores.height, "segments": segments, "invalid_scores": invalid},
+    )

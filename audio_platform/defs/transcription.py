@@ -1,0 +1,139 @@
+"""transcripts + words: faster-whisper over each file's VAD segments (packed, batched)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    MaterializeResult,
+    asset_check,
+    multi_asset,
+)
+
+from audio_platform.audio.inventory import OK
+from audio_platform.defs.ingest import IO_RETRY
+from audio_platform.defs.metering import StageMeter
+from audio_platform.defs.partitions import shard_partitions
+from audio_platform.defs.resources import AsrResource, PlatformStorage
+from audio_platform.defs.vad import MODEL_POOL, vad_segments
+from audio_platform.storage.tables import AUDIO_FILES, SEGMENTS, TRANSCRIPTS, WORDS
+
+TRANSCRIPTS_KEY = AssetKey("transcripts")
+WORDS_KEY = AssetKey("words")
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(
+            TRANSCRIPTS_KEY,
+            deps=[vad_segments],
+            group_name="speech",
+            kinds={"python", "parquet"},
+            description="One row per segment: text, language, avg_logprob, no_speech_prob, "
+            "compression_ratio, ASR model. Table: transcripts.",
+        ),
+        AssetSpec(
+            WORDS_KEY,
+            deps=[vad_segments],
+            group_name="speech",
+            kinds={"python", "parquet"},
+            description="One row per recognized word with start/end in file time and probability. Table: words.",
+        ),
+    ],
+    partitions_def=shard_partitions,
+    pool=MODEL_POOL,
+    retry_policy=IO_RETRY,
+)
+def transcribe_segments(context: AssetExecutionContext, storage: PlatformStorage, asr: AsrResource):  # type: ignore[no-untyped-def]
+    shard = context.partition_key
+    segments = storage.lake.read(SEGMENTS.name, shard).sort("file_id", "start_s")
+    files = storage.lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == OK).select("file_id", "source_path")
+    transcriber = asr.build()
+    meter = StageMeter()
+    transcript_rows: list[dict[str, object]] = []
+    word_rows: list[dict[str, object]] = []
+    source_of = dict(files.iter_rows())
+    for (file_id,), group in segments.group_by(["file_id"], maintain_order=True):
+        audio = np.asarray(storage.load_audio(str(file_id), source_of[file_id]))
+        spans = list(group.select("start_s", "end_s").iter_rows())
+        meter.audio_s += float(group["duration_s"].sum())
+        results = transcriber.transcribe(audio, spans)
+        for seg_id, result in zip(group["segment_id"].to_list(), results, strict=True):
+            transcript_rows.append(
+                {
+                    "segment_id": seg_id,
+                    "file_id": file_id,
+                    "shard": shard,
+                    "text": result.text,
+                    "language": result.language,
+                    "avg_logprob": result.avg_logprob,
+                    "no_speech_prob": result.no_speech_prob,
+                    "compression_ratio": result.compression_ratio,
+                    "word_count": len(result.words),
+                    "asr_model": transcriber.model_name,
+                }
+            )
+            word_rows.extend(
+                {
+                    "segment_id": seg_id,
+                    "file_id": file_id,
+                    "shard": shard,
+                    "word_index": index,
+                    "word": word.word,
+                    "start_s": word.start_s,
+                    "end_s": word.end_s,
+                    "probability": word.probability,
+                }
+                for index, word in enumerate(result.words)
+            )
+    transcripts = pl.DataFrame(transcript_rows, schema=TRANSCRIPTS.schema)
+    words = pl.DataFrame(word_rows, schema=WORDS.schema)
+    storage.lake.write_table(TRANSCRIPTS, shard, transcripts)
+    storage.lake.write_table(WORDS, shard, words)
+    empty = transcripts.filter(pl.col("text").str.strip_chars() == "").height
+    yield MaterializeResult(
+        asset_key=TRANSCRIPTS_KEY,
+        metadata=meter.metadata(
+            segments=transcripts.height,
+            empty_transcripts=empty,
+            asr_model=transcriber.model_name,
+        ),
+    )
+    yield MaterializeResult(asset_key=WORDS_KEY, metadata={"words": words.height})
+
+
+@asset_check(asset=TRANSCRIPTS_KEY, partitions_def=shard_partitions, blocking=True)
+def every_segment_transcribed(context: AssetCheckExecutionContext, storage: PlatformStorage) -> AssetCheckResult:
+    """Each segment has exactly one transcript row (empty text is an explicit 'no speech recognized')."""
+    shard = context.partition_key
+    segment_ids = set(storage.lake.read(SEGMENTS.name, shard)["segment_id"].to_list())
+    transcripts = storage.lake.read(TRANSCRIPTS.name, shard)
+    transcribed = transcripts["segment_id"].to_list()
+    missing = segment_ids - set(transcribed)
+    extra = set(transcribed) - segment_ids
+    repeated = len(transcribed) - len(set(transcribed))
+    return AssetCheckResult(
+        passed=not missing and not extra and repeated == 0,
+        metadata={"segments": len(segment_ids), "missing": len(missing), "unknown": len(extra), "repeated": repeated},
+    )
+
+
+@asset_check(asset=WORDS_KEY, partitions_def=shard_partitions)
+def words_inside_their_segments(context: AssetCheckExecutionContext, storage: PlatformStorage) -> AssetCheckResult:
+    """Word timestamps fall inside their segment (with 0.25 s slack for Whisper's alignment)."""
+    shard = context.partition_key
+    segments = storage.lake.read(SEGMENTS.name, shard).select("segment_id", "start_s", "end_s")
+    words = storage.lake.read(WORDS.name, shard)
+    joined = words.join(segments, on="segment_id", how="left", suffix="_segment")
+    outside = joined.filter(
+        pl.col("start_s_segment").is_null()
+        | (pl.col("start_s") < pl.col("start_s_segment") - 0.25)
+        | (pl.col("end_s") > pl.col("end_s_segment") + 0.25)
+        | (pl.col("end_s") < pl.col("start_s"))
+    ).height
+    return AssetCheckResult(passed=outside == 0, metadata={"words": words.height, "outside_segment": outside})

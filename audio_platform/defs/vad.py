@@ -1,0 +1,123 @@
+"""vad_segments: Silero VAD speech spans per file, with the acoustic criteria measured on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    MaterializeResult,
+    asset,
+    asset_check,
+)
+
+from audio_platform.audio.inventory import OK
+from audio_platform.curation.criteria import acoustic_features
+from audio_platform.defs.ingest import IO_RETRY, raw_audio_files
+from audio_platform.defs.metering import StageMeter
+from audio_platform.defs.partitions import shard_partitions
+from audio_platform.defs.resources import PlatformStorage, VadResource
+from audio_platform.storage.tables import AUDIO_FILES, SEGMENTS
+
+# The heavy model stages share one pool so that concurrent shard runs cannot oversubscribe cores.
+MODEL_POOL = "audio_models"
+# Segment boundaries are compared at millisecond resolution; rounding can move an end by <1 ms.
+BOUNDS_TOLERANCE_S = 1e-3
+
+
+def segment_id(file_id: str, start_s: float) -> str:
+    """Stable id: the same file and start always give the same id, across runs and shards."""
+    return f"{file_id[:16]}-{round(start_s * 1000):09d}"
+
+
+@asset(
+    deps=[raw_audio_files],
+    partitions_def=shard_partitions,
+    pool=MODEL_POOL,
+    retry_policy=IO_RETRY,
+    group_name="speech",
+    kinds={"pytorch", "parquet"},
+    description="Speech spans from Silero VAD (merged and split for ASR), with mean speech probability "
+    "and acoustic criteria (SNR, clipping, loudness, DC offset). Table: segments.",
+)
+def vad_segments(context: AssetExecutionContext, storage: PlatformStorage, vad: VadResource) -> MaterializeResult:
+    shard = context.partition_key
+    files = storage.lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == OK)
+    detector = vad.build()
+    meter = StageMeter()
+    rows: list[dict[str, object]] = []
+    files_without_speech = 0
+    for file_id, source_path in files.select("file_id", "source_path").iter_rows():
+        audio = np.asarray(storage.load_audio(file_id, source_path))
+        meter.audio_s += audio.size / 16000.0
+        spans = detector.detect(audio)
+        if not spans:
+            files_without_speech += 1
+        for span in spans:
+            features = acoustic_features(audio, span.start_s, span.end_s)
+            rows.append(
+                {
+                    "segment_id": segment_id(file_id, span.start_s),
+                    "file_id": file_id,
+                    "shard": shard,
+                    "start_s": span.start_s,
+                    "end_s": span.end_s,
+                    "duration_s": span.end_s - span.start_s,
+                    "speech_prob": span.speech_prob,
+                    "snr_db": features.snr_db,
+                    "clipping_ratio": features.clipping_ratio,
+                    "loudness_dbfs": features.loudness_dbfs,
+                    "dc_offset": features.dc_offset,
+                }
+            )
+    frame = pl.DataFrame(rows, schema=SEGMENTS.schema)
+    storage.lake.write_table(SEGMENTS, shard, frame)
+    speech_s = float(frame["duration_s"].sum()) if frame.height else 0.0
+    return MaterializeResult(
+        metadata=meter.metadata(
+            files=files.height,
+            segments=frame.height,
+            files_without_speech=files_without_speech,
+            speech_seconds=round(speech_s, 3),
+            speech_ratio=round(speech_s / meter.audio_s, 4) if meter.audio_s else 0.0,
+        )
+    )
+
+
+@asset_check(asset=vad_segments, partitions_def=shard_partitions, blocking=True)
+def segments_inside_files_and_disjoint(
+    context: AssetCheckExecutionContext, storage: PlatformStorage
+) -> AssetCheckResult:
+    """Every segment lies inside its file, has positive length, belongs to an ok file, and no two
+    segments of a file overlap."""
+    shard = context.partition_key
+    segments = storage.lake.read(SEGMENTS.name, shard)
+    files = storage.lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == OK)
+    joined = segments.join(files.select("file_id", "duration_s"), on="file_id", how="left", suffix="_file")
+    orphans = joined.filter(pl.col("duration_s_file").is_null()).height
+    outside = joined.filter(
+        (pl.col("start_s") < 0)
+        | (pl.col("end_s") <= pl.col("start_s"))
+        | (pl.col("end_s") > pl.col("duration_s_file") + BOUNDS_TOLERANCE_S)
+    ).height
+    overlaps = (
+        segments.sort("file_id", "start_s")
+        .with_columns(pl.col("end_s").shift(1).over("file_id").alias("previous_end"))
+        .filter(pl.col("start_s") < pl.col("previous_end") - BOUNDS_TOLERANCE_S)
+        .height
+    )
+    bad_prob = segments.filter(~pl.col("speech_prob").is_between(0.0, 1.0)).height
+    duplicate_ids = segments.height - segments["segment_id"].n_unique()
+    return AssetCheckResult(
+        passed=orphans == outside == overlaps == bad_prob == duplicate_ids == 0,
+        metadata={
+            "segments": segments.height,
+            "orphans": orphans,
+            "outside_file": outside,
+            "overlaps": overlaps,
+            "bad_speech_prob": bad_prob,
+            "duplicate_ids": duplicate_ids,
+        },
+    )
