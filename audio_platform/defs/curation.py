@@ -1,6 +1,5 @@
 """curated_segments: the selection under the configured policy, with a reason for every rejection."""
 
-from __future__ import annotations
 
 import polars as pl
 from dagster import (
@@ -39,7 +38,7 @@ def curated_segments(
     meter = StageMeter()
     candidates = (
         lake.read(SEGMENT_SCORES, shard)
-        .select("segment_id", "topsis_score")
+        .select("segment_id", "topsis_score", "clipping_ratio")
         .join(lake.read(SEGMENTS.name, shard).select("segment_id", "file_id", "start_s", "end_s", "duration_s"),
               on="segment_id", validate="1:1")
         .join(lake.read(TRANSCRIPTS.name, shard).select("segment_id", "text", "language", "no_speech_prob",

@@ -1,6 +1,5 @@
 """raw_audio_files: the inventory of a shard (identity, dedup, quarantine, the one decode)."""
 
-from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Stage metering: wall and CPU seconds, audio seconds and real-time factor as asset metadata."""
 
-from __future__ import annotations
 
 import resource
 import time

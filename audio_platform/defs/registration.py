@@ -1,6 +1,5 @@
 """Registering a drop: plan its shards, record their file lists in the lake, add the partitions."""
 
-from __future__ import annotations
 
 from pathlib import Path
 

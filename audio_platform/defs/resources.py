@@ -4,7 +4,6 @@ Defaults come from :mod:`audio_platform.settings` (environment variables); every
 be changed per run from the Dagster launchpad.
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 
@@ -102,14 +101,16 @@ class AsrResource(ConfigurableResource):  # type: ignore[misc]
 class CurationResource(ConfigurableResource):  # type: ignore[misc]
     """Scoring weights and the selection policy. Changing these re-runs only scoring and selection."""
 
-    # Per-criterion overrides, e.g. {"snr_db": {"weight": 2.0}}; unknown names are rejected.
-    criteria_overrides: dict[str, dict[str, float | bool]] = {}
+    # Per-criterion overrides of weight / ideal / anti_ideal, e.g. {"snr_db": {"weight": 3.0}};
+    # weight 0 disables a criterion; unknown names are rejected with the list of known ones.
+    criteria_overrides: dict[str, dict[str, float]] = {}
     min_score: float = 0.5
     min_duration_s: float = 1.0
     max_duration_s: float = 30.0
     languages: list[str] = ["en"]
     max_no_speech_prob: float = 0.6
     max_compression_ratio: float = 2.4
+    max_clipping_ratio: float = 0.01
     require_text: bool = True
 
     def criteria(self) -> tuple[Criterion, ...]:
@@ -125,5 +126,6 @@ class CurationResource(ConfigurableResource):  # type: ignore[misc]
             languages=tuple(self.languages),
             max_no_speech_prob=self.max_no_speech_prob,
             max_compression_ratio=self.max_compression_ratio,
+            max_clipping_ratio=self.max_clipping_ratio,
             require_text=self.require_text,
         )

@@ -4,7 +4,6 @@ Runs on tables only (segments + transcripts), so changing weights re-scores in s
 never re-decodes or re-transcribes.
 """
 
-from __future__ import annotations
 
 import polars as pl
 from dagster import (

@@ -1,6 +1,5 @@
 """transcripts + words: faster-whisper over each file's VAD segments (packed, batched)."""
 
-from __future__ import annotations
 
 import numpy as np
 import polars as pl

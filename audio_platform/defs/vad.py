@@ -1,6 +1,5 @@
 """vad_segments: Silero VAD speech spans per file, with the acoustic criteria measured on them."""
 
-from __future__ import annotations
 
 import numpy as np
 import polars as pl

@@ -1,6 +1,5 @@
 """warehouse: the DuckDB file where every lake table is a queryable view."""
 
-from __future__ import annotations
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
