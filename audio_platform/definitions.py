@@ -11,6 +11,7 @@ from audio_platform.defs.ingest import raw_audio_files
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import AsrResource, CurationResource, PlatformStorage, VadResource
 from audio_platform.defs.scoring import segment_scores
+from audio_platform.defs.sensors import InboxResource, automation_sensor, inbox_sensor
 from audio_platform.defs.transcription import transcribe_segments
 from audio_platform.defs.vad import vad_segments
 from audio_platform.defs.warehouse import warehouse
@@ -38,6 +39,7 @@ def build_definitions(settings: Settings) -> Definitions:
         assets=[raw_audio_files, vad_segments, transcribe_segments, segment_scores, curated_segments, warehouse],
         asset_checks=load_asset_checks_from_modules([ingest, vad, transcription, scoring, curation, warehouse_defs]),
         jobs=[process_shard_job, rescore_shard_job, refresh_warehouse_job],
+        sensors=[inbox_sensor, automation_sensor],
         resources={
             "storage": PlatformStorage(home=str(settings.home), max_file_duration_s=settings.max_file_duration_s),
             "vad": VadResource(),
@@ -50,6 +52,11 @@ def build_definitions(settings: Settings) -> Definitions:
                 cpu_threads=settings.asr_cpu_threads,
             ),
             "curation": CurationResource(),
+            "inbox": InboxResource(
+                root=str(settings.inbox),
+                quiet_period_s=settings.inbox_quiet_period_s,
+                shard_size=settings.shard_size,
+            ),
         },
     )
 

@@ -20,6 +20,7 @@ ENV_PREFIX = "AUDIO_PLATFORM_"
 class Settings:
     home: Path
     shard_size: int = 500
+    inbox_quiet_period_s: float = 60.0
     max_file_duration_s: float = 4 * 3600.0
     asr_model_path: str | None = None
     asr_device: str = "auto"

@@ -8,7 +8,6 @@ raises for bad input: one broken file must never fail its shard.
 from __future__ import annotations
 
 import json
-import os
 import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -123,7 +122,8 @@ def inventory_file(
     except UnsupportedAudioError as err:
         return _quarantine(source, rel_path, err.reason, file_id=file_id, bytes=size)
     except OSError as err:
-        return _quarantine(source, rel_path, f"read failed: {err.strerror or err}", file_id=file_id, bytes=size)
+        reason = f"read failed: {err.strerror or err}"
+        return _quarantine(source, rel_path, reason, file_id=file_id, bytes=size)
 
     known = {
         "file_id": file_id,

@@ -1,7 +1,7 @@
 """warehouse: the DuckDB file where every lake table is a queryable view."""
 
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 
 from audio_platform.defs.curation import curated_segments
 from audio_platform.defs.ingest import raw_audio_files
@@ -14,8 +14,19 @@ from audio_platform.storage.tables import PARTITIONED_TABLES
 from audio_platform.storage.warehouse import rebuild_warehouse
 
 
+# Refresh after any shard's stage updates, once nothing upstream is still running. Unlike
+# `eager()`, a missing upstream partition (a shard not processed yet, or one that failed) does not
+# hold the warehouse back: other shards' rows must not wait for it.
+AFTER_SHARD_UPDATES = (
+    AutomationCondition.any_deps_updated().since_last_handled()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("after shard updates")
+
+
 @asset(
     deps=[raw_audio_files, vad_segments, TRANSCRIPTS_KEY, WORDS_KEY, segment_scores, curated_segments],
+    automation_condition=AFTER_SHARD_UPDATES,
     group_name="warehouse",
     kinds={"duckdb"},
     description="One DuckDB file (AUDIO_PLATFORM_HOME/warehouse.duckdb) with a view per lake table: "

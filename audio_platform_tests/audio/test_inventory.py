@@ -1,0 +1,102 @@
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audio_platform.audio.inventory import DUPLICATE, OK, QUARANTINED, claimant_for, inventory_file
+from audio_platform.audio.pcm_cache import PcmCache
+from audio_platform.storage.content_index import ContentIndex
+
+
+@pytest.fixture
+def env(tmp_path):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    index = ContentIndex(tmp_path / "index")
+    cache = PcmCache(tmp_path / "cache")
+
+    def run(name, shard="s-0000", **kwargs):
+        path = drop / name
+        return inventory_file(path, name, drop, claimant_for(shard, str(path)), index.claim, cache, **kwargs)
+
+    return drop, cache, run
+
+
+def _tone(path, seconds=1.0, rate=22050, channels=2):
+    t = np.arange(int(seconds * rate)) / rate
+    data = 0.3 * np.sin(2 * np.pi * 440 * t)
+    sf.write(path, np.stack([data] * channels, axis=1), rate, subtype="PCM_16")
+
+
+def test_ok_file_is_probed_decoded_once_and_cached(env):
+    drop, cache, run = env
+    _tone(drop / "a.wav")
+    record = run("a.wav")
+    assert record.status == OK and record.reason is None
+    assert (record.format, record.sample_rate, record.channels) == ("wav", 22050, 2)
+    assert record.duration_s == pytest.approx(1.0, abs=0.01)
+    assert cache.has(record.file_id) and cache.samples(record.file_id) == pytest.approx(16000, abs=10)
+    again = run("a.wav")
+    assert again == record, "re-running the same shard must give the same row"
+
+
+def test_same_content_elsewhere_is_a_duplicate_of_the_owner(env):
+    drop, _, run = env
+    _tone(drop / "a.wav")
+    (drop / "b.wav").write_bytes((drop / "a.wav").read_bytes())
+    first = run("a.wav")
+    second = run("b.wav", shard="s-0001")
+    assert second.status == DUPLICATE and second.file_id == first.file_id
+    assert second.duplicate_of == str(drop / "a.wav") and "same content as" in second.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason_start"),
+    [
+        ("empty.wav", b"", "empty file"),
+        ("text.wav", b"hello, this is not audio at all\n" * 20, "not audio"),
+        ("random.flac", bytes(np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8)), "not audio"),
+    ],
+)
+def test_bad_content_is_quarantined_with_a_reason(env, name, content, reason_start):
+    drop, _, run = env
+    (drop / name).write_bytes(content)
+    record = run(name)
+    assert record.status == QUARANTINED
+    assert record.reason.startswith(reason_start), record.reason
+    assert record.file_id is not None and record.bytes == len(content)
+
+
+def test_too_long_file_is_quarantined(env):
+    drop, cache, run = env
+    _tone(drop / "long.wav", seconds=3.0, channels=1)
+    record = run("long.wav", max_duration_s=2.0)
+    assert record.status == QUARANTINED and "maximum" in record.reason
+    assert not cache.has(record.file_id)
+
+
+def test_symlink_outside_the_drop_is_refused(env, tmp_path):
+    drop, _, run = env
+    outside = tmp_path / "secret.wav"
+    _tone(outside)
+    os.symlink(outside, drop / "link.wav")
+    record = run("link.wav")
+    assert record.status == QUARANTINED and "outside the drop root" in record.reason
+
+
+def test_vanished_file_is_quarantined(env):
+    _, _, run = env
+    assert run("gone.wav").reason == "file vanished before it could be read"
+
+
+def test_unreadable_file_is_quarantined(env):
+    drop, _, run = env
+    _tone(drop / "locked.wav")
+    os.chmod(drop / "locked.wav", 0)
+    try:
+        if os.access(drop / "locked.wav", os.R_OK):
+            pytest.skip("running as a user that ignores file permissions (root)")
+        assert run("locked.wav").reason == "unreadable: permission denied"
+    finally:
+        os.chmod(drop / "locked.wav", 0o644)
