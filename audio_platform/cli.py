@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         settings = replace(settings, shard_size=args.shard_size)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     instance = prepare_instance(settings)
     report = process_drop(settings, build_definitions(settings), folder, instance)
     s = report.summary
@@ -46,6 +48,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
     )
     print(f"wall {report.wall_s:.1f} s, real-time factor {report.real_time_factor:.1f}x")
     print(f"query: audio-platform sql \"SELECT * FROM curated_segments LIMIT 5\"  (warehouse {settings.warehouse_path})")
+    for failed in report.failed_checks:
+        print(f"check failed: {failed}", file=sys.stderr)
     if report.failed_shards:
         print(f"FAILED shards: {', '.join(report.failed_shards)} (see the Dagster UI run logs)", file=sys.stderr)
         return 1

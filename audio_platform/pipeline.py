@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ def prepare_instance(settings: Settings) -> DagsterInstance:
     target = home / "dagster.yaml"
     if REPO_INSTANCE_YAML.is_file() and not target.is_file():
         shutil.copyfile(REPO_INSTANCE_YAML, target)
-    os.environ["DAGSTER_HOME"] = str(home)
     return DagsterInstance.from_config(str(home))
 
 
@@ -35,6 +33,7 @@ def prepare_instance(settings: Settings) -> DagsterInstance:
 class DropRunReport:
     plan: DropPlan
     failed_shards: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     summary: dict[str, float] = field(default_factory=dict)
 
@@ -71,14 +70,19 @@ def process_drop(settings: Settings, defs: Definitions, folder: Path, instance: 
     started = time.perf_counter()
     plan = register_drop(instance, Lake(settings.lake_root), folder, settings.shard_size)
     report = DropRunReport(plan=plan)
-    shard_job = defs.get_job_def("process_shard")
+    shard_job = defs.resolve_job_def("process_shard")
     for shard in plan.shards:
         result = shard_job.execute_in_process(
             partition_key=shard, instance=instance, raise_on_error=False, tags={"drop_id": plan.drop_id}
         )
         if not result.success:
             report.failed_shards.append(shard)
-    defs.get_job_def("refresh_warehouse").execute_in_process(instance=instance)
+        report.failed_checks.extend(
+            f"{shard}: {evaluation.asset_check_key.to_user_string()}"
+            for evaluation in result.get_asset_check_evaluations()
+            if not evaluation.passed
+        )
+    defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance)
     report.wall_s = time.perf_counter() - started
     report.summary = drop_summary(settings, plan.drop_id)
     return report

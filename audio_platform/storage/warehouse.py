@@ -93,4 +93,4 @@ def query(db_path: Path, sql: str, parameters: Sequence[Any] | None = None) -> p
             f"no warehouse at {db_path}: run `audio-platform process <folder>` (or materialize `warehouse`) first"
         )
     with duckdb.connect(str(db_path), read_only=True) as con:
-        return pl.from_arrow(con.execute(sql, parameters or []).to_arrow_table())  # type: ignore[return-value]
+        return con.sql(sql, params=parameters or None).pl()
