@@ -47,7 +47,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
         f"({s['curated_seconds'] / 3600:.3f} h)"
     )
     print(f"wall {report.wall_s:.1f} s, real-time factor {report.real_time_factor:.1f}x")
-    print(f"query: audio-platform sql \"SELECT * FROM curated_segments LIMIT 5\"  (warehouse {settings.warehouse_path})")
+    print(f'query: audio-platform sql "SELECT * FROM curated_segments LIMIT 5"  (warehouse {settings.warehouse_path})')
     for failed in report.failed_checks:
         print(f"check failed: {failed}", file=sys.stderr)
     if report.failed_shards:
@@ -71,6 +71,37 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _platform_env() -> dict[str, str]:
+    """Environment for Dagster processes: the instance under AUDIO_PLATFORM_HOME/dagster."""
+    from audio_platform.pipeline import prepare_instance
+    from audio_platform.settings import load_settings
+
+    settings = load_settings()
+    prepare_instance(settings)
+    return {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "AUDIO_PLATFORM_HOME": str(settings.home)}
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Webserver + daemon (sensors, run queue, automation) in one process tree."""
+    import subprocess
+
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "audio_platform.definitions",
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}: the Dagster UI has no authentication", file=sys.stderr)
+    return subprocess.call(command, env=_platform_env())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audio-platform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.add_argument("--max-rows", type=int, default=50)
     sql.set_defaults(func=_cmd_sql)
+    serve = sub.add_parser("serve", help="start the Dagster UI and daemon (sensors pick up drops in the inbox)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -17,7 +17,9 @@ from audio_platform.defs.vad import vad_segments
 from audio_platform.defs.warehouse import warehouse
 from audio_platform.settings import Settings, load_settings
 
-SHARD_ASSETS = AssetSelection.assets(raw_audio_files, vad_segments, transcribe_segments, segment_scores, curated_segments)
+SHARD_ASSETS = AssetSelection.assets(
+    raw_audio_files, vad_segments, transcribe_segments, segment_scores, curated_segments
+)
 
 process_shard_job = define_asset_job(
     "process_shard",

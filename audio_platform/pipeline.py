@@ -57,10 +57,7 @@ SELECT
 
 
 def drop_summary(settings: Settings, drop_id: str) -> dict[str, float]:
-    sql = (
-        "WITH shard_ids AS (SELECT DISTINCT shard FROM audio_files WHERE drop_id = $1) "
-        + SUMMARY_SQL.strip()
-    )
+    sql = "WITH shard_ids AS (SELECT DISTINCT shard FROM audio_files WHERE drop_id = $1) " + SUMMARY_SQL.strip()
     row = query(settings.warehouse_path, sql, [drop_id]).row(0, named=True)
     return {k: float(v) for k, v in row.items()}
 

@@ -143,4 +143,3 @@ def inventory_file(
     if samples == 0:
         return _quarantine(source, rel_path, "no audio samples", **known)
     return InventoryRecord(source_path=str(source), rel_path=rel_path, status=OK, reason=None, **known)  # type: ignore[arg-type]
-

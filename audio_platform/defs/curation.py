@@ -1,6 +1,5 @@
 """curated_segments: the selection under the configured policy, with a reason for every rejection."""
 
-
 import polars as pl
 from dagster import (
     AssetCheckExecutionContext,
@@ -39,12 +38,23 @@ def curated_segments(
     candidates = (
         lake.read(SEGMENT_SCORES, shard)
         .select("segment_id", "topsis_score", "clipping_ratio")
-        .join(lake.read(SEGMENTS.name, shard).select("segment_id", "file_id", "start_s", "end_s", "duration_s"),
-              on="segment_id", validate="1:1")
-        .join(lake.read(TRANSCRIPTS.name, shard).select("segment_id", "text", "language", "no_speech_prob",
-                                                         "compression_ratio"), on="segment_id", validate="1:1")
-        .join(lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == "ok").select("file_id", "source_path"),
-              on="file_id", validate="m:1")
+        .join(
+            lake.read(SEGMENTS.name, shard).select("segment_id", "file_id", "start_s", "end_s", "duration_s"),
+            on="segment_id",
+            validate="1:1",
+        )
+        .join(
+            lake.read(TRANSCRIPTS.name, shard).select(
+                "segment_id", "text", "language", "no_speech_prob", "compression_ratio"
+            ),
+            on="segment_id",
+            validate="1:1",
+        )
+        .join(
+            lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == "ok").select("file_id", "source_path"),
+            on="file_id",
+            validate="m:1",
+        )
         .with_columns(pl.lit(shard).alias("shard"))
     )
     decisions = decide(candidates, curation.policy())
@@ -65,9 +75,7 @@ def curated_segments(
             curated=curated.height,
             curated_seconds=round(float(curated["duration_s"].sum()), 3) if curated.height else 0.0,
             yield_ratio=round(curated.height / candidates.height, 4) if candidates.height else 0.0,
-            rejections=MetadataValue.md(
-                "\n".join(f"- {n} × {rule}" for rule, n in reasons.iter_rows()) or "none"
-            ),
+            rejections=MetadataValue.md("\n".join(f"- {n} × {rule}" for rule, n in reasons.iter_rows()) or "none"),
         )
     )
 
@@ -80,7 +88,8 @@ def every_segment_has_a_decision(context: AssetCheckExecutionContext, storage: P
     segment_ids = set(storage.lake.read(SEGMENTS.name, shard)["segment_id"].to_list())
     unexplained = decisions.filter(~pl.col("selected") & pl.col("rejection_reason").is_null()).height
     return AssetCheckResult(
-        passed=set(decisions["segment_id"].to_list()) == segment_ids and decisions.height == len(segment_ids)
+        passed=set(decisions["segment_id"].to_list()) == segment_ids
+        and decisions.height == len(segment_ids)
         and unexplained == 0,
         metadata={"segments": len(segment_ids), "decided": decisions.height, "unexplained": unexplained},
     )

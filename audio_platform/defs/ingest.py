@@ -1,6 +1,5 @@
 """raw_audio_files: the inventory of a shard (identity, dedup, quarantine, the one decode)."""
 
-
 from collections import Counter
 from pathlib import Path
 
@@ -96,7 +95,10 @@ def every_input_accounted_for(context: AssetCheckExecutionContext, storage: Plat
     counts = inventory.group_by("status").len()
     status_counts = dict(zip(counts["status"].to_list(), counts["len"].to_list(), strict=True))
     return AssetCheckResult(
-        passed=not missing and repeated == 0 and bad_status == 0 and unexplained == 0
+        passed=not missing
+        and repeated == 0
+        and bad_status == 0
+        and unexplained == 0
         and inventory.height == inputs.len(),
         metadata={
             "inputs": inputs.len(),

@@ -1,6 +1,5 @@
 """Stage metering: wall and CPU seconds, audio seconds and real-time factor as asset metadata."""
 
-
 import resource
 import time
 from dataclasses import dataclass, field

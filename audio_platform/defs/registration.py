@@ -1,6 +1,5 @@
 """Registering a drop: plan its shards, record their file lists in the lake, add the partitions."""
 
-
 from pathlib import Path
 
 from dagster import DagsterInstance

@@ -4,14 +4,13 @@ Defaults come from :mod:`audio_platform.settings` (environment variables); every
 be changed per run from the Dagster launchpad.
 """
 
-
 from pathlib import Path
 
 import numpy as np
 from dagster import ConfigurableResource
 
-from audio_platform.audio.decode import stream_mono_16k
 from audio_platform.audio.asr import AsrConfig, WhisperTranscriber
+from audio_platform.audio.decode import stream_mono_16k
 from audio_platform.audio.pcm_cache import PcmCache
 from audio_platform.audio.vad import SileroVad, VadConfig
 from audio_platform.curation.selection import CurationPolicy
@@ -20,7 +19,7 @@ from audio_platform.storage.content_index import ContentIndex
 from audio_platform.storage.lake import Lake
 
 
-class PlatformStorage(ConfigurableResource):  # type: ignore[misc]
+class PlatformStorage(ConfigurableResource):
     """Where the lake, the audio cache, the content index and the warehouse live."""
 
     home: str
@@ -50,7 +49,7 @@ class PlatformStorage(ConfigurableResource):  # type: ignore[misc]
         return cache.load(file_id)
 
 
-class VadResource(ConfigurableResource):  # type: ignore[misc]
+class VadResource(ConfigurableResource):
     threshold: float = 0.5
     min_speech_s: float = 0.25
     min_silence_s: float = 0.1
@@ -75,7 +74,7 @@ class VadResource(ConfigurableResource):  # type: ignore[misc]
         )
 
 
-class AsrResource(ConfigurableResource):  # type: ignore[misc]
+class AsrResource(ConfigurableResource):
     model_path: str | None = None
     device: str = "auto"
     compute_type: str = "default"
@@ -98,7 +97,7 @@ class AsrResource(ConfigurableResource):  # type: ignore[misc]
         )
 
 
-class CurationResource(ConfigurableResource):  # type: ignore[misc]
+class CurationResource(ConfigurableResource):
     """Scoring weights and the selection policy. Changing these re-runs only scoring and selection."""
 
     # Per-criterion overrides of weight / ideal / anti_ideal, e.g. {"snr_db": {"weight": 3.0}};

@@ -4,7 +4,6 @@ Runs on tables only (segments + transcripts), so changing weights re-scores in s
 never re-decodes or re-transcribes.
 """
 
-
 import polars as pl
 from dagster import (
     AssetCheckExecutionContext,
@@ -29,15 +28,24 @@ SEGMENT_SCORES = "segment_scores"
 
 def build_scores(segments: pl.DataFrame, transcripts: pl.DataFrame, curation: CurationResource) -> pl.DataFrame:
     criteria = curation.criteria()
-    joined = segments.join(
-        transcripts.drop("file_id", "shard"), on="segment_id", how="left", validate="1:1"
-    )
+    joined = segments.join(transcripts.drop("file_id", "shard"), on="segment_id", how="left", validate="1:1")
     scored = score_frame(add_text_criteria(joined), criteria)
     criterion_columns = [c.name for c in criteria]
     measured = [
         c
-        for c in ("duration_s", "speech_prob", "snr_db", "clipping_ratio", "loudness_dbfs", "dc_offset",
-                  "avg_logprob", "no_speech_prob", "compression_ratio", "speaking_rate", "duration_fitness")
+        for c in (
+            "duration_s",
+            "speech_prob",
+            "snr_db",
+            "clipping_ratio",
+            "loudness_dbfs",
+            "dc_offset",
+            "avg_logprob",
+            "no_speech_prob",
+            "compression_ratio",
+            "speaking_rate",
+            "duration_fitness",
+        )
         if c in scored.columns
     ]
     columns = ["segment_id", "file_id", "shard", *dict.fromkeys([*measured, *criterion_columns]), "topsis_score"]
@@ -57,17 +65,20 @@ def segment_scores(
 ) -> MaterializeResult:
     shard = context.partition_key
     meter = StageMeter()
-    scores = build_scores(
-        storage.lake.read(SEGMENTS.name, shard), storage.lake.read(TRANSCRIPTS.name, shard), curation
-    )
+    scores = build_scores(storage.lake.read(SEGMENTS.name, shard), storage.lake.read(TRANSCRIPTS.name, shard), curation)
     storage.lake.write(SEGMENT_SCORES, shard, scores)
-    topsis = scores["topsis_score"]
+    summary = scores.select(
+        pl.col("topsis_score").mean().fill_null(0.0).alias("mean"),
+        pl.col("topsis_score").median().fill_null(0.0).alias("median"),
+    ).row(0, named=True)
     return MaterializeResult(
         metadata=meter.metadata(
             segments=scores.height,
-            mean_topsis_score=MetadataValue.float(round(float(topsis.mean()), 4) if scores.height else 0.0),
-            median_topsis_score=MetadataValue.float(round(float(topsis.median()), 4) if scores.height else 0.0),
-            criteria=MetadataValue.json({c.name: {"weight": c.weight, "benefit": c.benefit} for c in curation.criteria()}),
+            mean_topsis_score=MetadataValue.float(round(summary["mean"], 4)),
+            median_topsis_score=MetadataValue.float(round(summary["median"], 4)),
+            criteria=MetadataValue.json(
+                {c.name: {"weight": c.weight, "benefit": c.benefit} for c in curation.criteria()}
+            ),
         )
     )
 
@@ -79,7 +90,9 @@ def scores_in_unit_interval(context: AssetCheckExecutionContext, storage: Platfo
     scores = storage.lake.read(SEGMENT_SCORES, shard)
     segments = storage.lake.read(SEGMENTS.name, shard).height
     invalid = scores.filter(
-        pl.col("topsis_score").is_null() | pl.col("topsis_score").is_nan() | ~pl.col("topsis_score").is_between(0.0, 1.0)
+        pl.col("topsis_score").is_null()
+        | pl.col("topsis_score").is_nan()
+        | ~pl.col("topsis_score").is_between(0.0, 1.0)
     ).height
     return AssetCheckResult(
         passed=invalid == 0 and scores.height == segments,

@@ -24,7 +24,7 @@ from audio_platform.storage.tables import SHARD_FILES
 PROCESS_SHARD_JOB = "process_shard"
 
 
-class InboxResource(ConfigurableResource):  # type: ignore[misc]
+class InboxResource(ConfigurableResource):
     """Where drops land and when a drop counts as complete."""
 
     root: str

@@ -1,5 +1,6 @@
 """transcripts + words: faster-whisper over each file's VAD segments (packed, batched)."""
 
+from collections.abc import Iterator
 
 import numpy as np
 import polars as pl
@@ -48,7 +49,9 @@ WORDS_KEY = AssetKey("words")
     pool=MODEL_POOL,
     retry_policy=IO_RETRY,
 )
-def transcribe_segments(context: AssetExecutionContext, storage: PlatformStorage, asr: AsrResource):  # type: ignore[no-untyped-def]
+def transcribe_segments(
+    context: AssetExecutionContext, storage: PlatformStorage, asr: AsrResource
+) -> Iterator[MaterializeResult]:
     shard = context.partition_key
     segments = storage.lake.read(SEGMENTS.name, shard).sort("file_id", "start_s")
     files = storage.lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == OK).select("file_id", "source_path")

@@ -1,6 +1,5 @@
 """vad_segments: Silero VAD speech spans per file, with the acoustic criteria measured on them."""
 
-
 import numpy as np
 import polars as pl
 from dagster import (

@@ -1,6 +1,5 @@
 """warehouse: the DuckDB file where every lake table is a queryable view."""
 
-
 from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 
 from audio_platform.defs.curation import curated_segments
@@ -12,7 +11,6 @@ from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY
 from audio_platform.defs.vad import vad_segments
 from audio_platform.storage.tables import PARTITIONED_TABLES
 from audio_platform.storage.warehouse import rebuild_warehouse
-
 
 # Refresh after any shard's stage updates, once nothing upstream is still running. Unlike
 # `eager()`, a missing upstream partition (a shard not processed yet, or one that failed) does not

@@ -56,6 +56,4 @@ def pending_drops(inbox: Path, seen: set[str]) -> list[Path]:
     """Sub-folders of ``inbox`` not yet processed, oldest name first (names are usually timestamps)."""
     if not inbox.is_dir():
         return []
-    return sorted(
-        p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in seen
-    )
+    return sorted(p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in seen)

@@ -19,7 +19,11 @@ def test_plan_is_deterministic_readable_and_complete(tmp_path):
     assert plan.drop_id.startswith("my-drop-2026-") and plan.drop_id == drop_id_for(drop)
     assert list(plan.shards) == [f"{plan.drop_id}-0000", f"{plan.drop_id}-0001", f"{plan.drop_id}-0002"]
     assert [p for paths in plan.shards.values() for p in paths] == [
-        "a.wav", "b.wav", "e f.wav", "sub/c.flac", "sub/deeper/d.mp3",
+        "a.wav",
+        "b.wav",
+        "e f.wav",
+        "sub/c.flac",
+        "sub/deeper/d.mp3",
     ]
     assert plan.file_count == 5
     assert plan_drop(drop, shard_size=2) == plan

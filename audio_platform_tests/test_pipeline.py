@@ -1,0 +1,198 @@
+"""End to end on a real subset of ../shared/corpus through a real Dagster instance.
+
+The subset spans every input format (WAV int/float at 8–48 kHz, stereo, FLAC 24-bit, MP3,
+Ogg/Opus, NIST SPHERE), non-speech, the labelled VAD set, a byte-identical duplicate and a
+broken file. One module-scoped run feeds all assertions (it is the expensive part).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from audio_platform.definitions import build_definitions
+from audio_platform.evaluation.vad_metrics import pooled_frame_scores
+from audio_platform.evaluation.wer import corpus_wer
+from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
+from audio_platform.settings import Settings
+from audio_platform.storage.warehouse import query
+from audio_platform_tests.conftest import CORPUS, corpus_manifest, requires_corpus
+
+pytestmark = [pytest.mark.e2e, requires_corpus]
+
+SUBSET = [
+    *[f"vad/vad_{i:02d}.wav" for i in range(1, 11)],
+    "audio/whisper/jfk.flac",
+    "audio/whisper/stereo_diarization.wav",
+    "audio/an4/an326-ftal-b.sph",
+    "audio/an4/an327-ftal-b.sph",
+    "audio/an4/an311-fkai-b.wav",
+    "audio/deepspeech/LDC93S1_pcms16le_1_8000.wav",
+    "audio/deepspeech/LDC93S1_pcms16le_2_44100.wav",
+    "audio/deepspeech/new-home-in-the-stars-16k.wav",
+    "audio/silero/test.mp3",
+    "audio/silero/test.opus",
+    "audio/ljspeech/LJ050-0161.wav",
+    "audio/ljspeech/LJ050-0164.wav",
+    "audio/librivox/sense_and_sensibility_01_austen_64kb-0870.wav",
+    "audio/librivox/sense_and_sensibility_01_austen_64kb-0920.wav",
+    "audio/vctk/p226_002.wav",
+    "audio/ami/trn01.wav",
+    "audio/esc50/1-100032-A-0.wav",
+    "audio/esc50/4-119648-C-48.wav",
+]
+DUPLICATE = "copies/jfk again.flac"
+BROKEN = "broken/not_audio.wav"
+
+# Floors measured on this subset (see the closing note of the spine issue) minus a margin for
+# model/threading nondeterminism: pooled frame F1 measured ~0.95, pooled WER measured ~0.10.
+VAD_F1_FLOOR = 0.90
+WER_CEILING = 0.20
+
+
+def _build_drop(root: Path) -> Path:
+    drop = root / "corpus_subset"
+    for rel in SUBSET:
+        source = CORPUS / rel
+        if source.is_file():
+            (drop / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, drop / rel)
+    (drop / DUPLICATE).parent.mkdir(parents=True)
+    shutil.copyfile(CORPUS / "audio/whisper/jfk.flac", drop / DUPLICATE)
+    (drop / BROKEN).parent.mkdir(parents=True)
+    (drop / BROKEN).write_bytes(os.urandom(4096))
+    return drop
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path, DropRunReport]:
+    root = tmp_path_factory.mktemp("e2e")
+    drop = _build_drop(root)
+    settings = Settings(home=root / "home", shard_size=8, asr_cpu_threads=2)
+    report = process_drop(settings, build_definitions(settings), drop, prepare_instance(settings))
+    return settings, drop, report
+
+
+def _sql(settings: Settings, sql: str) -> pl.DataFrame:
+    return query(settings.warehouse_path, sql)
+
+
+def test_every_shard_succeeds_and_every_check_passes(run):
+    _, _, report = run
+    assert len(report.plan.shards) >= 3
+    assert report.failed_shards == []
+    assert report.failed_checks == []
+
+
+def test_every_input_is_accounted_for_once(run):
+    settings, drop, _ = run
+    inputs = sorted(str(p) for p in drop.rglob("*") if p.is_file())
+    files = _sql(settings, "SELECT source_path, status, reason, duplicate_of FROM audio_files ORDER BY source_path")
+    assert files["source_path"].to_list() == inputs
+    by_path = {row["source_path"]: row for row in files.iter_rows(named=True)}
+    broken = by_path[str(drop / BROKEN)]
+    assert broken["status"] == "quarantined" and broken["reason"].startswith("not audio")
+    duplicate = by_path[str(drop / DUPLICATE)]
+    assert duplicate["status"] == "duplicate" and duplicate["duplicate_of"] == str(drop / "audio/whisper/jfk.flac")
+    ok = files.filter(pl.col("status") == "ok")
+    assert ok.height == len(inputs) - 2
+
+
+def test_formats_rates_and_channels_are_found_by_decoding(run):
+    settings, _, _ = run
+    found = _sql(
+        settings, "SELECT rel_path, format, sample_rate, channels, duration_s FROM audio_files WHERE status='ok'"
+    )
+    manifest = corpus_manifest()
+    rows = {r["rel_path"]: r for r in found.iter_rows(named=True)}
+    assert rows["audio/an4/an326-ftal-b.sph"]["format"] == "sph"
+    assert rows["audio/silero/test.mp3"]["format"] == "mp3"
+    assert rows["audio/whisper/jfk.flac"]["format"] == "flac"
+    for rel, row in rows.items():
+        expected = manifest[rel]
+        assert row["sample_rate"] == int(expected["sample_rate"]), rel
+        assert row["channels"] == int(expected["channels"]), rel
+        assert row["duration_s"] == pytest.approx(float(expected["duration_s"]), abs=0.06), rel
+
+
+def test_vad_frame_f1_on_the_labelled_set(run):
+    settings, _, _ = run
+    labels = pl.read_csv(CORPUS / "vad" / "vad_labels.csv")
+    predicted = _sql(
+        settings,
+        "SELECT f.rel_path, s.start_s, s.end_s, f.duration_s FROM segments s JOIN audio_files f USING (file_id) "
+        "WHERE f.rel_path LIKE 'vad/%'",
+    )
+    durations = dict(
+        _sql(settings, "SELECT rel_path, duration_s FROM audio_files WHERE rel_path LIKE 'vad/%'").iter_rows()
+    )
+    items = []
+    for name in sorted(labels["file"].unique().to_list()):
+        rel = f"vad/{name}"
+        pred = [(r[1], r[2]) for r in predicted.filter(pl.col("rel_path") == rel).iter_rows()]
+        ref = [(r[1], r[2]) for r in labels.filter(pl.col("file") == name).iter_rows()]
+        items.append((pred, ref, durations[rel]))
+    scores = pooled_frame_scores(items)
+    print(f"VAD pooled frame scores on corpus/vad: {scores}")
+    assert scores.f1 >= VAD_F1_FLOOR
+
+
+def test_word_error_rate_against_manifest_transcripts(run):
+    settings, _, _ = run
+    manifest = corpus_manifest()
+    hyp = _sql(
+        settings,
+        "SELECT f.rel_path, string_agg(t.text, ' ' ORDER BY s.start_s) AS text FROM transcripts t "
+        "JOIN segments s USING (segment_id) JOIN audio_files f ON f.file_id = s.file_id GROUP BY f.rel_path",
+    )
+    texts = defaultdict(str, dict(hyp.iter_rows()))
+    pairs = [
+        (manifest[rel]["transcript"], texts[rel])
+        for rel in SUBSET
+        if manifest.get(rel, {}).get("transcript") and not manifest[rel]["transcript"].startswith("[L]")
+    ]
+    assert len(pairs) >= 15
+    result = corpus_wer(pairs)
+    print(f"WER on {len(pairs)} corpus references: {result}")
+    assert result.wer <= WER_CEILING
+
+
+def test_curated_set_is_non_empty_and_consistent(run):
+    settings, _, _ = run
+    curated = _sql(settings, "SELECT * FROM curated_segments")
+    assert curated.height > 0
+    decisions = _sql(settings, "SELECT selected, count(*) AS n FROM curation_decisions GROUP BY selected")
+    segments = _sql(settings, "SELECT count(*) AS n FROM segments")["n"][0]
+    assert decisions["n"].sum() == segments
+    assert (
+        _sql(settings, "SELECT count(*) AS n FROM segment_scores WHERE topsis_score NOT BETWEEN 0 AND 1")["n"][0] == 0
+    )
+    noise = _sql(
+        settings,
+        "SELECT count(*) AS n FROM curated_segments c JOIN audio_files f USING (file_id) "
+        "WHERE f.rel_path LIKE '%esc50%'",
+    )
+    assert noise["n"][0] == 0
+
+
+def test_second_run_changes_no_row_count(run):
+    settings, drop, report = run
+    tables = [
+        "audio_files",
+        "segments",
+        "transcripts",
+        "words",
+        "segment_scores",
+        "curated_segments",
+        "curation_decisions",
+    ]
+    before = {t: _sql(settings, f"SELECT count(*) AS n FROM {t}")["n"][0] for t in tables}
+    again = process_drop(settings, build_definitions(settings), drop, prepare_instance(settings))
+    after = {t: _sql(settings, f"SELECT count(*) AS n FROM {t}")["n"][0] for t in tables}
+    assert again.plan.shards == report.plan.shards
+    assert after == before
