@@ -1,0 +1,115 @@
+"""Test-split metrics: clip-level precision/recall/F1/false-reject rate at the validation-chosen
+threshold, and false accepts per hour from streaming detection over whole keyword-free files."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audio_platform.audio.decode import decode_mono_16k
+from audio_platform.training.config import SAMPLE_RATE
+from audio_platform.training.dataset import KeywordDataset
+from audio_platform.training.detect import DEFAULT_HOP_S, detect_stream
+from audio_platform.training.model import ModelBundle
+
+
+@dataclass(frozen=True)
+class EvalMetrics:
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    false_reject_rate: float
+    false_accepts: int
+    stream_hours: float
+    false_accepts_per_hour: float  # NaN when the test split has no keyword-free stream audio
+    positives: int
+    negatives: int
+    test_digest: str  # metrics compare only under the same digest (see KeywordDataset.test_digest)
+
+    def numeric(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items() if k != "test_digest"}
+
+    @classmethod
+    def from_numeric(cls, values: Mapping[str, float], test_digest: str) -> EvalMetrics:
+        """Inverse of ``numeric`` (e.g. from MLflow run metrics)."""
+        return cls(
+            threshold=values["threshold"],
+            precision=values["precision"],
+            recall=values["recall"],
+            f1=values["f1"],
+            false_reject_rate=values["false_reject_rate"],
+            false_accepts=int(values["false_accepts"]),
+            stream_hours=values["stream_hours"],
+            false_accepts_per_hour=values["false_accepts_per_hour"],
+            positives=int(values["positives"]),
+            negatives=int(values["negatives"]),
+            test_digest=test_digest,
+        )
+
+
+def classification_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float, float]:
+    """Precision, recall and F1 of ``scores >= threshold``; precision is 0 when nothing fires."""
+    predicted = np.asarray(scores) >= threshold
+    truth = np.asarray(labels) > 0.5
+    tp = float(np.sum(predicted & truth))
+    precision = tp / max(float(predicted.sum()), 1.0)
+    recall = tp / max(float(truth.sum()), 1.0)
+    f1 = 2 * tp / max(float(predicted.sum() + truth.sum()), 1.0)
+    return precision, recall, f1
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The F1-maximising threshold on (validation) scores, placed midway between neighbouring scores.
+
+    When several cut points tie, the middle one is taken, which leaves margin on both sides.
+    """
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ranked = np.asarray(scores, dtype=np.float64)[order]
+    truth = (np.asarray(labels) > 0.5)[order]
+    if len(ranked) == 0 or not truth.any():
+        raise ValueError("choosing a threshold needs at least one positive score")
+    tp = np.cumsum(truth)
+    f1 = 2 * tp / (np.arange(1, len(ranked) + 1) + truth.sum())
+    # A cut is only possible between distinct scores (or below the lowest one).
+    cut = np.append(ranked[:-1] > ranked[1:], True)
+    cuts = np.flatnonzero(cut)
+    best = cuts[f1[cuts] >= f1[cuts].max() - 1e-12]
+    k = int(best[len(best) // 2])
+    below = ranked[k + 1] if k + 1 < len(ranked) else max(ranked[k] - 1e-3, 0.0)
+    return float((ranked[k] + below) / 2)
+
+
+def evaluate_bundle(bundle: ModelBundle, dataset: KeywordDataset, hop_s: float = DEFAULT_HOP_S) -> EvalMetrics:
+    """Metrics of ``bundle`` at its own threshold on ``dataset``'s test split and test streams."""
+    if abs(bundle.clip_s - dataset.clip_s) > 1e-3:
+        raise ValueError(f"the model uses {bundle.clip_s} s clips, the dataset {dataset.clip_s} s")
+    mask = dataset.mask("test")
+    labels = dataset.labels[mask]
+    scores = bundle.score(dataset.waves[mask])
+    precision, recall, f1 = classification_metrics(scores, labels, bundle.threshold)
+
+    false_accepts, seconds = 0, 0.0
+    for path in dataset.stream_paths:
+        audio = decode_mono_16k(Path(path))
+        false_accepts += len(detect_stream(bundle, audio, hop_s=hop_s))
+        seconds += len(audio) / SAMPLE_RATE
+    hours = seconds / 3600
+    positives = int(labels.sum())
+    return EvalMetrics(
+        threshold=bundle.threshold,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        false_reject_rate=1.0 - recall if positives else math.nan,
+        false_accepts=false_accepts,
+        stream_hours=hours,
+        false_accepts_per_hour=false_accepts / hours if hours > 0 else math.nan,
+        positives=positives,
+        negatives=int(len(labels) - positives),
+        test_digest=dataset.test_digest,
+    )

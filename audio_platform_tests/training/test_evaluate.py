@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audio_platform.training.dataset import KeywordDataset
+from audio_platform.training.evaluate import EvalMetrics, choose_threshold, classification_metrics
+from audio_platform.training.train import train_keyword_model
+from audio_platform_tests.training.helpers import FAST
+
+
+def test_classification_metrics() -> None:
+    scores = np.array([0.9, 0.8, 0.4, 0.3, 0.2])
+    labels = np.array([1, 0, 1, 0, 0])
+    assert classification_metrics(scores, labels, 0.5) == pytest.approx((0.5, 0.5, 0.5))
+    assert classification_metrics(scores, labels, 0.95) == (0.0, 0.0, 0.0)
+
+
+def test_threshold_sits_midway_when_classes_separate() -> None:
+    assert choose_threshold(np.array([0.1, 0.2, 0.3, 0.7, 0.9]), np.array([0, 0, 0, 1, 1])) == pytest.approx(0.5)
+
+
+def test_threshold_maximises_f1() -> None:
+    # Cuts after 0.9, 0.8, 0.7, 0.1 give F1 0.67, 0.5, 0.8, 0.67: the best keeps both positives.
+    assert choose_threshold(np.array([0.9, 0.8, 0.7, 0.1]), np.array([1, 0, 1, 0])) == pytest.approx(0.4)
+    # Tied scores cannot be split.
+    assert choose_threshold(np.array([0.5, 0.5, 0.2]), np.array([1, 0, 0])) == pytest.approx(0.35)
+    with pytest.raises(ValueError, match="at least one positive"):
+        choose_threshold(np.array([0.5]), np.array([0]))
+
+
+def test_threshold_comes_from_validation(tone_dataset: KeywordDataset) -> None:
+    bundle = train_keyword_model(tone_dataset, FAST).bundle
+    mask = tone_dataset.mask("validation")
+    assert bundle.threshold == choose_threshold(bundle.score(tone_dataset.waves[mask]), tone_dataset.labels[mask])
+
+
+def test_metrics_round_trip_through_numbers() -> None:
+    metrics = EvalMetrics(0.4, 0.5, 0.6, 0.55, 0.4, 3, 0.5, 6.0, 10, 90, "abc")
+    assert EvalMetrics.from_numeric(metrics.numeric(), "abc") == metrics
