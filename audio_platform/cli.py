@@ -71,6 +71,64 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from audio_platform.definitions import build_definitions
+    from audio_platform.pipeline import prepare_instance
+    from audio_platform.settings import load_settings
+
+    settings = load_settings()
+    keywords = args.keyword or list(settings.keyword_list)
+    unknown = sorted(set(keywords) - set(settings.keyword_list))
+    if unknown:
+        print(
+            f"error: {unknown} not configured; set AUDIO_PLATFORM_KEYWORDS (now {settings.keywords!r})", file=sys.stderr
+        )
+        return 2
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    instance = prepare_instance(settings)
+    job = build_definitions(settings).resolve_job_def("train_keyword")
+    status = 0
+    for keyword in keywords:
+        result = job.execute_in_process(partition_key=keyword, instance=instance, raise_on_error=False)
+        if not result.success:
+            print(f"{keyword}: training failed (see the Dagster UI run logs)", file=sys.stderr)
+            status = 1
+            continue
+        for evaluation in result.get_asset_check_evaluations():
+            meta = {k: v.value for k, v in evaluation.metadata.items()}
+            print(
+                f"kws-{keyword} v{meta['version']}: F1 {meta['candidate_f1']:.3f}, "
+                f"false accepts/h {meta['candidate_false_accepts_per_hour']:.1f}; "
+                f"{'promoted to @champion' if meta['promoted'] else 'challenger'} ({meta['reason']})"
+            )
+    print(f"MLflow: {settings.mlflow_tracking_uri}  (mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})")
+    return status
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from audio_platform.audio.decode import decode_mono_16k
+    from audio_platform.audio.probe import UnsupportedAudioError
+    from audio_platform.settings import load_settings
+    from audio_platform.training.detect import detect_stream
+    from audio_platform.training.registry import load_model_bundle
+
+    settings = load_settings()
+    bundle = load_model_bundle(args.model, settings.mlflow_tracking_uri)
+    status = 0
+    for path in args.audio:
+        try:
+            audio = decode_mono_16k(Path(path), max_duration_s=settings.max_file_duration_s)
+        except UnsupportedAudioError as err:
+            print(f"{path}: cannot decode: {err.reason}", file=sys.stderr)
+            status = 1
+            continue
+        detections = detect_stream(bundle, audio, threshold=args.threshold)
+        print(f"{path}: {len(detections)} detection(s) of '{bundle.keyword}' in {audio.size / 16000:.1f} s")
+        for detection in detections:
+            print(f"  {detection.start_s:8.2f} – {detection.end_s:8.2f} s  score {detection.score:.3f}")
+    return status
+
+
 def _platform_env() -> dict[str, str]:
     """Environment for Dagster processes: the instance under AUDIO_PLATFORM_HOME/dagster."""
     from audio_platform.pipeline import prepare_instance
@@ -115,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.add_argument("--max-rows", type=int, default=50)
     sql.set_defaults(func=_cmd_sql)
+    train = sub.add_parser("train", help="train, register and gate keyword-spotting models from all curated data")
+    train.add_argument("--keyword", action="append", help="keyword to train (default: all configured)")
+    train.set_defaults(func=_cmd_train)
+    detect = sub.add_parser("detect", help="stream a keyword model over audio files and print detections")
+    detect.add_argument("--model", required=True, help="models:/kws-<keyword>@champion, models:/<name>/<version>")
+    detect.add_argument("--threshold", type=float, default=None, help="default: the threshold chosen on validation")
+    detect.add_argument("audio", nargs="+")
+    detect.set_defaults(func=_cmd_detect)
     serve = sub.add_parser("serve", help="start the Dagster UI and daemon (sensors pick up drops in the inbox)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     serve.add_argument("--port", type=int, default=3000)

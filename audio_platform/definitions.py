@@ -12,6 +12,7 @@ from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import AsrResource, CurationResource, PlatformStorage, VadResource
 from audio_platform.defs.scoring import segment_scores
 from audio_platform.defs.sensors import InboxResource, automation_sensor, inbox_sensor
+from audio_platform.defs.training import TrainingResource, build_training_assets
 from audio_platform.defs.transcription import transcribe_segments
 from audio_platform.defs.vad import vad_segments
 from audio_platform.defs.warehouse import warehouse
@@ -37,10 +38,29 @@ refresh_warehouse_job = define_asset_job("refresh_warehouse", selection=AssetSel
 
 
 def build_definitions(settings: Settings) -> Definitions:
+    keyword_dataset, keyword_model, champion_promotion = build_training_assets(settings.keyword_list)
+    train_keyword_job = define_asset_job(
+        "train_keyword",
+        selection=AssetSelection.assets(keyword_dataset, keyword_model),
+        partitions_def=keyword_model.partitions_def,
+        description="Cut the keyword dataset from all curated shards, train, register, gate promotion.",
+    )
     return Definitions(
-        assets=[raw_audio_files, vad_segments, transcribe_segments, segment_scores, curated_segments, warehouse],
-        asset_checks=load_asset_checks_from_modules([ingest, vad, transcription, scoring, curation, warehouse_defs]),
-        jobs=[process_shard_job, rescore_shard_job, refresh_warehouse_job],
+        assets=[
+            raw_audio_files,
+            vad_segments,
+            transcribe_segments,
+            segment_scores,
+            curated_segments,
+            warehouse,
+            keyword_dataset,
+            keyword_model,
+        ],
+        asset_checks=[
+            *load_asset_checks_from_modules([ingest, vad, transcription, scoring, curation, warehouse_defs]),
+            champion_promotion,
+        ],
+        jobs=[process_shard_job, rescore_shard_job, refresh_warehouse_job, train_keyword_job],
         sensors=[inbox_sensor, automation_sensor],
         resources={
             "storage": PlatformStorage(home=str(settings.home), max_file_duration_s=settings.max_file_duration_s),
@@ -54,6 +74,9 @@ def build_definitions(settings: Settings) -> Definitions:
                 cpu_threads=settings.asr_cpu_threads,
             ),
             "curation": CurationResource(),
+            "training": TrainingResource(
+                tracking_uri=settings.mlflow_tracking_uri, artifact_root=str(settings.mlflow_artifact_root)
+            ),
             "inbox": InboxResource(
                 root=str(settings.inbox),
                 quiet_period_s=settings.inbox_quiet_period_s,

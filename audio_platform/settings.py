@@ -28,10 +28,15 @@ class Settings:
     asr_batch_size: int = 8
     asr_beam_size: int = 1
     asr_cpu_threads: int = 0
+    # Comma-separated keywords: one keyword-spotting model (kws-<keyword>) each.
+    keywords: str = "six"
+    mlflow_tracking_uri_override: str | None = None
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if not self.keyword_list:
+            raise ValueError("keywords must name at least one keyword")
         if self.max_file_duration_s <= 0:
             raise ValueError(f"max_file_duration_s must be > 0, got {self.max_file_duration_s}")
 
@@ -56,7 +61,14 @@ class Settings:
         return self.home / "inbox"
 
     @property
+    def keyword_list(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(k.strip().lower() for k in self.keywords.split(",") if k.strip()))
+
+    @property
     def mlflow_tracking_uri(self) -> str:
+        """AUDIO_PLATFORM_MLFLOW_TRACKING_URI_OVERRIDE (e.g. a tracking server), else SQLite under home."""
+        if self.mlflow_tracking_uri_override:
+            return self.mlflow_tracking_uri_override
         return f"sqlite:///{(self.home / 'mlflow' / 'mlflow.db').resolve()}"
 
     @property

@@ -49,10 +49,11 @@ SUBSET = [
 DUPLICATE = "copies/jfk again.flac"
 BROKEN = "broken/not_audio.wav"
 
-# Floors measured on this subset (see the closing note of the spine issue) minus a margin for
-# model/threading nondeterminism: pooled frame F1 measured ~0.95, pooled WER measured ~0.10.
-VAD_F1_FLOOR = 0.90
-WER_CEILING = 0.20
+# Floors from measurement on this subset (tiny.en int8, packed windows): pooled frame F1 0.967
+# (P 0.977, R 0.957) and pooled WER 0.097 over 442 reference words. The margins absorb int8/thread
+# nondeterminism (a few words) but not a lost utterance or a VAD timing bug (each costs > 0.03).
+VAD_F1_FLOOR = 0.94
+WER_CEILING = 0.14
 
 
 def _build_drop(root: Path) -> Path:

@@ -24,7 +24,14 @@ from audio_platform.defs.vad import MODEL_POOL, vad_segments
 from audio_platform.storage.tables import AUDIO_FILES, SEGMENTS, TRANSCRIPTS, WORDS
 
 TRANSCRIPTS_KEY = AssetKey("transcripts")
+# Bounds the audio held at once (cached audio is memory-mapped, but decoded windows are not).
+FILES_PER_BATCH = 64
 WORDS_KEY = AssetKey("words")
+
+
+def _batches(items: list[pl.DataFrame], size: int) -> Iterator[list[pl.DataFrame]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 @multi_asset(
@@ -60,39 +67,47 @@ def transcribe_segments(
     transcript_rows: list[dict[str, object]] = []
     word_rows: list[dict[str, object]] = []
     source_of = dict(files.iter_rows())
-    for (file_id,), group in segments.group_by(["file_id"], maintain_order=True):
-        audio = np.asarray(storage.load_audio(str(file_id), source_of[file_id]))
-        spans = list(group.select("start_s", "end_s").iter_rows())
-        meter.audio_s += float(group["duration_s"].sum())
-        results = transcriber.transcribe(audio, spans)
-        for seg_id, result in zip(group["segment_id"].to_list(), results, strict=True):
-            transcript_rows.append(
-                {
-                    "segment_id": seg_id,
-                    "file_id": file_id,
-                    "shard": shard,
-                    "text": result.text,
-                    "language": result.language,
-                    "avg_logprob": result.avg_logprob,
-                    "no_speech_prob": result.no_speech_prob,
-                    "compression_ratio": result.compression_ratio,
-                    "word_count": len(result.words),
-                    "asr_model": transcriber.model_name,
-                }
+    groups = [group for _, group in segments.group_by(["file_id"], maintain_order=True)]
+    for batch in _batches(groups, FILES_PER_BATCH):
+        # Files of a batch share packed 30-s windows: many short files cost no more than one long one.
+        items = [
+            (
+                np.asarray(storage.load_audio(group["file_id"][0], source_of[group["file_id"][0]])),
+                list(group.select("start_s", "end_s").iter_rows()),
             )
-            word_rows.extend(
-                {
-                    "segment_id": seg_id,
-                    "file_id": file_id,
-                    "shard": shard,
-                    "word_index": index,
-                    "word": word.word,
-                    "start_s": word.start_s,
-                    "end_s": word.end_s,
-                    "probability": word.probability,
-                }
-                for index, word in enumerate(result.words)
-            )
+            for group in batch
+        ]
+        for group, results in zip(batch, transcriber.transcribe_many(items), strict=True):
+            meter.audio_s += float(group["duration_s"].sum())
+            file_id = group["file_id"][0]
+            for seg_id, result in zip(group["segment_id"].to_list(), results, strict=True):
+                transcript_rows.append(
+                    {
+                        "segment_id": seg_id,
+                        "file_id": file_id,
+                        "shard": shard,
+                        "text": result.text,
+                        "language": result.language,
+                        "avg_logprob": result.avg_logprob,
+                        "no_speech_prob": result.no_speech_prob,
+                        "compression_ratio": result.compression_ratio,
+                        "word_count": len(result.words),
+                        "asr_model": transcriber.model_name,
+                    }
+                )
+                word_rows.extend(
+                    {
+                        "segment_id": seg_id,
+                        "file_id": file_id,
+                        "shard": shard,
+                        "word_index": index,
+                        "word": word.word,
+                        "start_s": word.start_s,
+                        "end_s": word.end_s,
+                        "probability": word.probability,
+                    }
+                    for index, word in enumerate(result.words)
+                )
     transcripts = pl.DataFrame(transcript_rows, schema=TRANSCRIPTS.schema)
     words = pl.DataFrame(word_rows, schema=WORDS.schema)
     storage.lake.write_table(TRANSCRIPTS, shard, transcripts)

@@ -1,7 +1,8 @@
 """warehouse: the DuckDB file where every lake table is a queryable view."""
 
-from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from audio_platform.defs.automation import AFTER_UPSTREAM_UPDATES
 from audio_platform.defs.curation import curated_segments
 from audio_platform.defs.ingest import raw_audio_files
 from audio_platform.defs.metering import StageMeter
@@ -9,22 +10,13 @@ from audio_platform.defs.resources import PlatformStorage
 from audio_platform.defs.scoring import segment_scores
 from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY
 from audio_platform.defs.vad import vad_segments
-from audio_platform.storage.tables import PARTITIONED_TABLES
+from audio_platform.storage.tables import LAKE_TABLES
 from audio_platform.storage.warehouse import rebuild_warehouse
-
-# Refresh after any shard's stage updates, once nothing upstream is still running. Unlike
-# `eager()`, a missing upstream partition (a shard not processed yet, or one that failed) does not
-# hold the warehouse back: other shards' rows must not wait for it.
-AFTER_SHARD_UPDATES = (
-    AutomationCondition.any_deps_updated().since_last_handled()
-    & ~AutomationCondition.any_deps_in_progress()
-    & ~AutomationCondition.in_progress()
-).with_label("after shard updates")
 
 
 @asset(
     deps=[raw_audio_files, vad_segments, TRANSCRIPTS_KEY, WORDS_KEY, segment_scores, curated_segments],
-    automation_condition=AFTER_SHARD_UPDATES,
+    automation_condition=AFTER_UPSTREAM_UPDATES,
     group_name="warehouse",
     kinds={"duckdb"},
     description="One DuckDB file (AUDIO_PLATFORM_HOME/warehouse.duckdb) with a view per lake table: "
@@ -33,11 +25,9 @@ AFTER_SHARD_UPDATES = (
 )
 def warehouse(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
     meter = StageMeter()
-    tables = rebuild_warehouse(
-        storage.warehouse_path, storage.lake, {table.name: table.schema for table in PARTITIONED_TABLES}
-    )
+    tables = rebuild_warehouse(storage.warehouse_path, storage.lake, LAKE_TABLES)
     for table in tables:
-        context.log.info(f"{table.name}: {table.rows} rows ({table.source})")
+        context.log.info(f"{table.name}: {table.rows} rows in {table.shards} partition(s)")
     return MaterializeResult(
         metadata={
             **meter.metadata(),

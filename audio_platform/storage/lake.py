@@ -19,6 +19,7 @@ import polars as pl
 from audio_platform.storage.tables import Table
 
 DATA_FILE = "data.parquet"
+SCHEMA_DIR = "_schema"
 _TEMP_PREFIX = ".tmp-"
 # A temp file this old belongs to a writer that was killed; newer ones may be in flight.
 _STALE_TEMP_AGE_S = 3600.0
@@ -35,25 +36,19 @@ class Lake:
         return self.table_dir(table) / f"shard={shard}" / DATA_FILE
 
     def glob(self, table: str) -> str:
-        """The DuckDB/polars glob covering every shard of ``table``."""
-        return str(self.table_dir(table).resolve() / "shard=*" / DATA_FILE)
+        """The DuckDB/polars glob covering every shard of ``table`` and its schema file."""
+        return str(self.table_dir(table).resolve() / "*" / DATA_FILE)
 
     def write(self, table: str, shard: str, frame: pl.DataFrame) -> Path:
-        target = self.shard_path(table, shard)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(target.parent)
-        temp = target.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
-        try:
-            frame.write_parquet(temp, compression="zstd", statistics=True)
-            with open(temp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
-        finally:
-            temp.unlink(missing_ok=True)
-        return target
+        return _write_atomically(self.shard_path(table, shard), frame)
 
     def write_table(self, table: Table, shard: str, frame: pl.DataFrame) -> Path:
         return self.write(table.name, shard, table.conform(frame))
+
+    def write_schema(self, table: Table) -> Path:
+        """An empty, typed file beside the shards: the table exists (with its columns) before any
+        shard has data, and readers of the whole table never fail on 'no files found'."""
+        return _write_atomically(self.table_dir(table.name) / SCHEMA_DIR / DATA_FILE, table.empty())
 
     def exists(self, table: str, shard: str) -> bool:
         return self.shard_path(table, shard).is_file()
@@ -81,6 +76,20 @@ class Lake:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+
+
+def _write_atomically(target: Path, frame: pl.DataFrame) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(target.parent)
+    temp = target.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
+    try:
+        frame.write_parquet(temp, compression="zstd", statistics=True)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    return target
 
 
 def _remove_stale_temps(folder: Path) -> None:

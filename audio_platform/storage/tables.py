@@ -124,11 +124,30 @@ CURATION_DECISIONS = Table(
     {"segment_id": STR, "shard": STR, "selected": BOOL, "rejection_reason": STR, "topsis_score": F64},
 )
 
+MODELS = Table(
+    "models",
+    "one registered model version (mirrored from the MLflow registry, one partition per keyword)",
+    {
+        "name": STR,
+        "version": I64,
+        "run_id": STR,
+        "aliases": STR,
+        "promotion_decision": STR,
+        "promotion_reason": STR,
+        "f1": F64,
+        "precision": F64,
+        "recall": F64,
+        "false_reject_rate": F64,
+        "false_accepts_per_hour": F64,
+        "created_at": pl.Datetime("us", "UTC"),
+    },
+)
+
 # segment_scores carries every configured criterion, so its schema is built from the criteria
 # in use (see defs/scoring.py); the key columns are fixed.
 SEGMENT_SCORES_KEYS: dict[str, pl.DataType] = {"segment_id": STR, "file_id": STR, "shard": STR, "topsis_score": F64}
 
-PARTITIONED_TABLES: tuple[Table, ...] = (
+LAKE_TABLES: tuple[Table, ...] = (
     SHARD_FILES,
     AUDIO_FILES,
     SEGMENTS,
@@ -136,4 +155,5 @@ PARTITIONED_TABLES: tuple[Table, ...] = (
     WORDS,
     CURATED_SEGMENTS,
     CURATION_DECISIONS,
+    MODELS,
 )

