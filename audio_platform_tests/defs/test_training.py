@@ -1,10 +1,13 @@
 """Keyword models through Dagster: dataset from curated shards, MLflow registration, gated champion."""
 
 import shutil
+from pathlib import Path
 
 import pytest
+from dagster import AssetCheckSeverity
 
 from audio_platform.definitions import build_definitions
+from audio_platform.demo import build_demo_drop
 from audio_platform.pipeline import prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
@@ -13,26 +16,21 @@ from audio_platform_tests.conftest import CORPUS, requires_corpus
 
 pytestmark = [pytest.mark.e2e, requires_corpus]
 
-SIX_DROP = [
-    "audio/an4/an255-fash-b.wav",
-    "audio/an4/an314-fkai-b.wav",
-    "audio/an4/an367-mtos-b.wav",
-    "audio/an4/an368-mtos-b.wav",
-    "audio/an4/an370-mtos-b.wav",
-    "audio/an4/an373-mblb-b.wav",
-    "audio/an4/an92-fplp-b.wav",
-    "audio/an4/an311-fkai-b.wav",
-    "audio/an4/an312-fkai-b.wav",
-    "audio/an4/an126-mcen-b.wav",
-    "audio/an4/an251-fash-b.wav",
-    "audio/audiomnist/6_56_49.wav",
-    "audio/librivox/sense_and_sensibility_01_austen_64kb-0870.wav",
-    "audio/esc50/1-100032-A-0.wav",
-    "audio/esc50/4-119648-C-48.wav",
-    "audio/esc50/4-107117-A-33.wav",
-]
+# The built-in demo drop says "six" in 7 files and 6 voices; real ESC-50 clips add non-speech.
+# (Corpus AN4 says "six" inside numbers that Whisper writes as digits, "7186", so it yields
+# too few word-level positives for a three-way split.)
+NOISE = ["audio/esc50/1-100032-A-0.wav", "audio/esc50/4-119648-C-48.wav", "audio/esc50/4-107117-A-33.wav"]
 # A tiny budget: this test is about the platform plumbing and the promotion gate, not accuracy.
-QUICK = {"epochs": 3, "steps_per_epoch": 8, "batch_size": 32, "device": "cpu", "synthetic_positives": False}
+# Splits hash each recording, so with only 7 positive recordings the salt decides whether every
+# split gets positives; this one (fixed, the demo drop is byte-identical) gives train/val/test 3/2/2.
+QUICK = {
+    "epochs": 3,
+    "steps_per_epoch": 8,
+    "batch_size": 32,
+    "device": "cpu",
+    "synthetic_positives": False,
+    "split_salt": "e",
+}
 STRICT = {"min_f1": 0.999, "max_false_accepts_per_hour": 0.0}
 LENIENT = {"min_f1": 0.0, "max_false_accepts_per_hour": 1e9}
 
@@ -48,9 +46,9 @@ def _train(settings, defs, instance, **training_config):
 
 def test_keyword_model_is_registered_and_promoted_only_through_the_gate(tmp_path):
     drop = tmp_path / "six_drop"
-    for rel in SIX_DROP:
-        (drop / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(CORPUS / rel, drop / rel)
+    build_demo_drop(drop)
+    for rel in NOISE:
+        shutil.copyfile(CORPUS / rel, drop / Path(rel).name)
     settings = Settings(home=tmp_path / "home", shard_size=8, asr_cpu_threads=2, keywords="six")
     defs = build_definitions(settings)
     instance = prepare_instance(settings)
@@ -59,22 +57,23 @@ def test_keyword_model_is_registered_and_promoted_only_through_the_gate(tmp_path
     tracking = settings.mlflow_tracking_uri
     client = mlflow_client(tracking)
 
-    # Below the floors: registered as a challenger; the blocking check fails; no champion exists.
+    # Below the floors: registered as a challenger; the blocking check fails the run (ERROR).
     result, evaluation = _train(settings, defs, instance, **QUICK, **STRICT)
-    assert result.success and not evaluation.passed
+    assert not result.success and not evaluation.passed
+    assert evaluation.severity == AssetCheckSeverity.ERROR
     model = client.get_registered_model("kws-six")
     assert "champion" not in model.aliases
     assert client.get_model_version("kws-six", "1").tags["promotion_decision"] == "challenger"
 
     # Within the floors and no champion yet: version 2 becomes the champion.
-    _, evaluation = _train(settings, defs, instance, **QUICK, **LENIENT)
-    assert evaluation.passed
-    assert client.get_registered_model("kws-six").aliases["champion"] == "2"
+    result, evaluation = _train(settings, defs, instance, **QUICK, **LENIENT)
+    assert result.success and evaluation.passed
+    assert str(client.get_registered_model("kws-six").aliases["champion"]) == "2"
 
     # The same data, seed and budget cannot beat the champion on the same test set: it stays put.
-    _, evaluation = _train(settings, defs, instance, **QUICK, **LENIENT)
-    assert not evaluation.passed
-    assert client.get_registered_model("kws-six").aliases["champion"] == "2"
+    result, evaluation = _train(settings, defs, instance, **QUICK, **LENIENT)
+    assert result.success and not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
+    assert str(client.get_registered_model("kws-six").aliases["champion"]) == "2"
 
     defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance)
     models = query(settings.warehouse_path, "SELECT version, aliases, promotion_decision FROM models ORDER BY version")
