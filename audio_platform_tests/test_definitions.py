@@ -16,6 +16,8 @@ EXPECTED_ASSETS = {
     "segment_scores",
     "curated_segments",
     "warehouse",
+    "keyword_dataset",
+    "keyword_model",
 }
 
 
@@ -32,9 +34,16 @@ def test_definitions_hold_the_whole_graph(tmp_path):
         "scores_in_unit_interval",
         "every_segment_has_a_decision",
         "curated_set_not_empty",
+        "words_inside_their_segments",
+        "champion_promotion",
     } <= checks
     assert graph.get(AssetKey("vad_segments")).partitions_def is not None
-    assert {job.name for job in defs.resolve_all_job_defs()} >= {"process_shard", "rescore_shard", "refresh_warehouse"}
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {
+        "process_shard",
+        "rescore_shard",
+        "refresh_warehouse",
+        "train_keyword",
+    }
 
 
 def test_dagster_cli_validates_the_workspace(tmp_path):

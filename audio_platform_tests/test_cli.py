@@ -1,0 +1,50 @@
+"""The `audio-platform` command as a user runs it: the demo drop end to end, then SQL."""
+
+import json
+
+import pytest
+
+from audio_platform.cli import main
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIO_PLATFORM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AUDIO_PLATFORM_ASR_CPU_THREADS", "2")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))  # process sets its own
+    return tmp_path / "home"
+
+
+def test_demo_process_then_sql(home, capsys):
+    assert main(["process", "--demo"]) == 0
+    out = capsys.readouterr().out
+    assert "files 17: ok 14, quarantined 2, duplicate 1" in out
+    assert "real-time factor" in out
+    assert (home / "warehouse.duckdb").is_file() and (home / "dagster" / "dagster.yaml").is_file()
+
+    assert main(["sql", "SELECT status, count(*) AS n FROM audio_files GROUP BY 1 ORDER BY 1", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [{"status": "duplicate", "n": 1}, {"status": "ok", "n": 14}, {"status": "quarantined", "n": 2}]
+
+    assert main(["sql", "SELECT count(*) AS curated FROM curated_segments", "--format", "csv"]) == 0
+    curated = int(capsys.readouterr().out.splitlines()[1])
+    assert curated >= 10
+
+    # Re-processing the same drop is idempotent: same shards, same counts.
+    assert main(["process", "--demo"]) == 0
+    assert "files 17: ok 14, quarantined 2, duplicate 1" in capsys.readouterr().out
+
+
+def test_process_needs_a_folder(home, capsys):
+    assert main(["process"]) == 2
+    assert "give a folder" in capsys.readouterr().err
+
+
+def test_sql_before_any_run_explains(home):
+    with pytest.raises(FileNotFoundError, match="audio-platform process"):
+        main(["sql", "SELECT 1"])
+
+
+def test_train_rejects_unconfigured_keywords(home, capsys):
+    assert main(["train", "--keyword", "banana"]) == 2
+    assert "AUDIO_PLATFORM_KEYWORDS" in capsys.readouterr().err
