@@ -86,21 +86,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     instance = prepare_instance(settings)
-    job = build_definitions(settings).resolve_job_def("train_keyword")
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def("train_keyword")
     status = 0
     for keyword in keywords:
         result = job.execute_in_process(partition_key=keyword, instance=instance, raise_on_error=False)
-        if not result.success:
+        evaluations = result.get_asset_check_evaluations()
+        if not evaluations:
             print(f"{keyword}: training failed (see the Dagster UI run logs)", file=sys.stderr)
             status = 1
-            continue
-        for evaluation in result.get_asset_check_evaluations():
+        for evaluation in evaluations:
             meta = {k: v.value for k, v in evaluation.metadata.items()}
             print(
                 f"kws-{keyword} v{meta['version']}: F1 {meta['candidate_f1']:.3f}, "
                 f"false accepts/h {meta['candidate_false_accepts_per_hour']:.1f}; "
                 f"{'promoted to @champion' if meta['promoted'] else 'challenger'} ({meta['reason']})"
             )
+    defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance)
     print(f"MLflow: {settings.mlflow_tracking_uri}  (mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})")
     return status
 

@@ -1,6 +1,6 @@
 """warehouse: the DuckDB file where every lake table is a queryable view."""
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
 from audio_platform.defs.automation import AFTER_UPSTREAM_UPDATES
 from audio_platform.defs.curation import curated_segments
@@ -15,13 +15,23 @@ from audio_platform.storage.warehouse import rebuild_warehouse
 
 
 @asset(
-    deps=[raw_audio_files, vad_segments, TRANSCRIPTS_KEY, WORDS_KEY, segment_scores, curated_segments],
+    deps=[
+        raw_audio_files,
+        vad_segments,
+        TRANSCRIPTS_KEY,
+        WORDS_KEY,
+        segment_scores,
+        curated_segments,
+        # By key: the keyword assets are built per deployment from the configured keywords.
+        AssetKey("keyword_dataset"),
+        AssetKey("keyword_model"),
+    ],
     automation_condition=AFTER_UPSTREAM_UPDATES,
     group_name="warehouse",
     kinds={"duckdb"},
     description="One DuckDB file (AUDIO_PLATFORM_HOME/warehouse.duckdb) with a view per lake table: "
     "audio_files, segments, transcripts, words, segment_scores, curated_segments, curation_decisions, "
-    "shard_files. Published atomically; open it read-only from any DuckDB client.",
+    "shard_files, keyword_clips, models. Published atomically; open it read-only from any DuckDB client.",
 )
 def warehouse(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
     meter = StageMeter()
