@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
@@ -73,7 +74,7 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from audio_platform.definitions import build_definitions
-    from audio_platform.pipeline import prepare_instance
+    from audio_platform.pipeline import OWNER_TAG, owner_tag, prepare_instance, release_runs_of_dead_processes
     from audio_platform.settings import load_settings
 
     settings = load_settings()
@@ -86,11 +87,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     instance = prepare_instance(settings)
+    # Training holds the `audio_models` pool too: a killed earlier run must not block it forever.
+    release_runs_of_dead_processes(instance)
+    owner = {OWNER_TAG: owner_tag()}
     defs = build_definitions(settings)
     job = defs.resolve_job_def("train_keyword")
     status = 0
     for keyword in keywords:
-        result = job.execute_in_process(partition_key=keyword, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(partition_key=keyword, instance=instance, raise_on_error=False, tags=owner)
         evaluations = result.get_asset_check_evaluations()
         if not evaluations:
             print(f"{keyword}: training failed (see the Dagster UI run logs)", file=sys.stderr)
@@ -102,9 +106,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"false accepts/h {meta['candidate_false_accepts_per_hour']:.1f}; "
                 f"{'promoted to @champion' if meta['promoted'] else 'challenger'} ({meta['reason']})"
             )
-    defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance)
-    print(f"MLflow: {settings.mlflow_tracking_uri}  (mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})")
+    defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance, tags=owner)
+    uri = redact_credentials(settings.mlflow_tracking_uri)
+    print(f"MLflow: {uri}  (mlflow ui --backend-store-uri {uri})")
     return status
+
+
+def redact_credentials(uri: str) -> str:
+    """``uri`` with any password in it replaced by ``***``: a tracking-server or database URI may
+    carry credentials, and what the CLI prints tends to end up in CI logs."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterInstance, Definitions
+from dagster import DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 
 from audio_platform.defs.registration import register_drop
 from audio_platform.settings import Settings
@@ -17,6 +20,15 @@ from audio_platform.storage.warehouse import query
 
 # The instance configuration shipped with the repository (queued runs, retries, pools).
 REPO_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
+# Tag on every run this module executes: which process runs it (see release_runs_of_dead_processes).
+OWNER_TAG = "audio_platform/owner"
+# Statuses of a run that is (or was, until its process died) executing in a process of ours.
+_RUNNING = [
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
 
 
 def prepare_instance(settings: Settings) -> DagsterInstance:
@@ -25,8 +37,66 @@ def prepare_instance(settings: Settings) -> DagsterInstance:
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if REPO_INSTANCE_YAML.is_file() and not target.is_file():
-        shutil.copyfile(REPO_INSTANCE_YAML, target)
+        # Copied atomically: a process killed mid-copy must not leave a torn config that, being a
+        # file, would never be replaced.
+        temp = home / f".dagster.yaml.{uuid.uuid4().hex}.tmp"
+        shutil.copyfile(REPO_INSTANCE_YAML, temp)
+        os.replace(temp, target)
     return DagsterInstance.from_config(str(home))
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), which tells a reused pid from the
+    original; None when no such process is running. Without /proc: "" for any live pid."""
+    if Path("/proc/self/stat").is_file():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return None
+        # After the parenthesised command name (which may hold spaces): field 3 is the state,
+        # field 22 the start time.
+        fields = stat.rsplit(")", 1)[1].split()
+        return None if fields[0] == "Z" else fields[19]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by another user
+    return ""
+
+
+def owner_tag() -> str:
+    """host:pid:start of the current process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def _owner_is_gone(owner: str) -> bool:
+    host, pid, start = owner.rsplit(":", 2)
+    # Another machine's process cannot be checked from here: assume it is alive.
+    return host == socket.gethostname() and _process_start(int(pid)) != start
+
+
+def release_runs_of_dead_processes(instance: DagsterInstance) -> list[str]:
+    """Mark failed the runs whose process was killed mid-run, and free their pool slots.
+
+    A run executed in-process stays STARTED forever when its process dies (SIGKILL, OOM, power
+    loss), and the `audio_models` pool slot it held stays claimed: every later run would wait for
+    that slot forever. Only runs tagged by this module are considered, and only when their
+    process provably no longer exists, so a concurrent live run is never touched. Returns the
+    run ids released.
+    """
+    released = []
+    for record in instance.get_run_records(RunsFilter(statuses=_RUNNING)):
+        run = record.dagster_run
+        owner = run.tags.get(OWNER_TAG)
+        if owner is None or not _owner_is_gone(owner):
+            continue
+        instance.report_run_failed(run, f"released: the process that ran it ({owner}) is gone")
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+    return released
 
 
 @dataclass
@@ -65,12 +135,14 @@ def drop_summary(settings: Settings, drop_id: str) -> dict[str, float]:
 def process_drop(settings: Settings, defs: Definitions, folder: Path, instance: DagsterInstance) -> DropRunReport:
     """Register ``folder`` as a drop, run every shard's graph, refresh the warehouse."""
     started = time.perf_counter()
+    release_runs_of_dead_processes(instance)
     plan = register_drop(instance, Lake(settings.lake_root), folder, settings.shard_size)
     report = DropRunReport(plan=plan)
     shard_job = defs.resolve_job_def("process_shard")
+    owner = {OWNER_TAG: owner_tag()}
     for shard in plan.shards:
         result = shard_job.execute_in_process(
-            partition_key=shard, instance=instance, raise_on_error=False, tags={"drop_id": plan.drop_id}
+            partition_key=shard, instance=instance, raise_on_error=False, tags={"drop_id": plan.drop_id, **owner}
         )
         if not result.success:
             report.failed_shards.append(shard)
@@ -79,7 +151,7 @@ def process_drop(settings: Settings, defs: Definitions, folder: Path, instance: 
             for evaluation in result.get_asset_check_evaluations()
             if not evaluation.passed
         )
-    defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance)
+    defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance, tags=owner)
     report.wall_s = time.perf_counter() - started
     report.summary = drop_summary(settings, plan.drop_id)
     return report

@@ -7,7 +7,9 @@ raises for bad input: one broken file must never fail its shard.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -16,6 +18,7 @@ from pathlib import Path
 from audio_platform.audio.decode import stream_mono_16k
 from audio_platform.audio.pcm_cache import SAMPLE_RATE, PcmCache
 from audio_platform.audio.probe import UnsupportedAudioError, content_hash, probe_audio
+from audio_platform.storage.drops import undecodable_original
 
 OK, QUARANTINED, DUPLICATE = "ok", "quarantined", "duplicate"
 
@@ -58,10 +61,32 @@ def _unsafe_location(source: Path, drop_root: Path) -> str | None:
     """Reason to refuse a path that escapes the drop (symlink or ``..``), else None."""
     try:
         resolved = source.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError, OSError) as err:
-        return f"cannot resolve path: {type(err).__name__}: {err}"
+    except FileNotFoundError:
+        return "broken symlink: its target does not exist"
+    except RuntimeError:  # Python < 3.13 reports a loop this way; 3.13 raises OSError(ELOOP)
+        return "symlink loop: the path never resolves to a file"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symlink loop: the path never resolves to a file"
+        return f"cannot resolve path: {err.strerror or err}"
     if not resolved.is_relative_to(drop_root.resolve()):
         return f"path resolves outside the drop root ({resolved}); refusing to read it"
+    return None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "a device or special file")
+
+
+def _changed_since(source: Path, before: os.stat_result) -> str | None:
+    """Reason to distrust what was read from ``source`` since ``before`` was taken, else None."""
+    try:
+        after = source.stat()
+    except FileNotFoundError:
+        return "file was deleted while it was being processed"
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        return "file changed while it was being processed; re-drop it"
     return None
 
 
@@ -76,10 +101,17 @@ def inventory_file(
 ) -> InventoryRecord:
     """Account for one input file. ``claim(file_id, claimant)`` returns the owner of the content:
     ``claimant`` when this file owns it (or owned it on an earlier run), another claimant's string
-    (see :func:`claimant_for`) when it is a duplicate."""
+    (see :func:`claimant_for`) when it is a duplicate.
+
+    An ``ok`` row may still carry a reason: a note on a usable file that is not what its header
+    says (e.g. a cut-off WAV, processed up to the cut)."""
     try:
         before = source.lstat()
     except FileNotFoundError:
+        original = undecodable_original(str(source))
+        if original is not None and os.path.lexists(original):
+            # The lake can only hold UTF-8, so the name is stored escaped and cannot be reopened.
+            return _quarantine(source, rel_path, "file name is not valid UTF-8 (shown with \\x escapes); rename it")
         return _quarantine(source, rel_path, "file vanished before it could be read")
     except OSError as err:
         return _quarantine(source, rel_path, f"cannot stat file: {err.strerror or err}")
@@ -89,7 +121,7 @@ def inventory_file(
         return _quarantine(source, rel_path, unsafe)
     target_stat = source.stat() if stat.S_ISLNK(before.st_mode) else before
     if not stat.S_ISREG(target_stat.st_mode):
-        return _quarantine(source, rel_path, "not a regular file")
+        return _quarantine(source, rel_path, f"not a regular file: {_file_kind(target_stat.st_mode)}")
     size = target_stat.st_size
     try:
         file_id = content_hash(source)
@@ -97,6 +129,9 @@ def inventory_file(
         return _quarantine(source, rel_path, "unreadable: permission denied", bytes=size)
     except OSError as err:
         return _quarantine(source, rel_path, f"unreadable: {err.strerror or err}", bytes=size)
+    if size == 0:
+        # Before the claim: every empty file is reported as empty, not as a duplicate of the first.
+        return _quarantine(source, rel_path, "empty file (0 bytes)", file_id=file_id, bytes=0)
 
     owner = claim(file_id, claimant)
     if owner != claimant:
@@ -110,20 +145,22 @@ def inventory_file(
             bytes=size,
             duplicate_of=duplicate_of,
         )
-    if size == 0:
-        return _quarantine(source, rel_path, "empty file (0 bytes)", file_id=file_id, bytes=0)
 
+    decoded_here = not cache.has(file_id)
     try:
         info = probe_audio(source)
-        if cache.has(file_id):
-            samples = cache.samples(file_id)
-        else:
+        if decoded_here:
             samples = cache.write(file_id, stream_mono_16k(source, max_duration_s=max_duration_s))
-    except UnsupportedAudioError as err:
-        return _quarantine(source, rel_path, err.reason, file_id=file_id, bytes=size)
-    except OSError as err:
-        reason = f"read failed: {err.strerror or err}"
-        return _quarantine(source, rel_path, reason, file_id=file_id, bytes=size)
+        else:
+            samples = cache.samples(file_id)
+    except (UnsupportedAudioError, OSError) as err:
+        # A file replaced or deleted mid-read fails to decode for that reason, not for its content.
+        changed = _changed_since(source, target_stat)
+        if changed:
+            return _quarantine(source, rel_path, changed, file_id=file_id, bytes=size)
+        if isinstance(err, UnsupportedAudioError):
+            return _quarantine(source, rel_path, err.reason, file_id=file_id, bytes=size)
+        return _quarantine(source, rel_path, f"read failed: {err.strerror or err}", file_id=file_id, bytes=size)
 
     known = {
         "file_id": file_id,
@@ -134,12 +171,12 @@ def inventory_file(
         "channels": info.channels,
         "duration_s": samples / SAMPLE_RATE,
     }
-    try:
-        after = source.stat()
-    except FileNotFoundError:
-        return _quarantine(source, rel_path, "file was deleted while it was being processed", **known)
-    if (after.st_size, after.st_mtime_ns) != (target_stat.st_size, target_stat.st_mtime_ns):
-        return _quarantine(source, rel_path, "file changed while it was being processed; re-drop it", **known)
+    changed = _changed_since(source, target_stat)
+    if changed:
+        if decoded_here:
+            # What was decoded may be newer content than the hash names: never cache it under that hash.
+            cache.discard(file_id)
+        return _quarantine(source, rel_path, changed, **known)
     if samples == 0:
         return _quarantine(source, rel_path, "no audio samples", **known)
-    return InventoryRecord(source_path=str(source), rel_path=rel_path, status=OK, reason=None, **known)  # type: ignore[arg-type]
+    return InventoryRecord(source_path=str(source), rel_path=rel_path, status=OK, reason=info.note, **known)  # type: ignore[arg-type]

@@ -44,6 +44,9 @@ class PcmCache:
             temp.unlink(missing_ok=True)
         return samples
 
+    def discard(self, file_id: str) -> None:
+        self.path(file_id).unlink(missing_ok=True)
+
     def load(self, file_id: str) -> np.ndarray:
         path = self.path(file_id)
         if path.stat().st_size == 0:

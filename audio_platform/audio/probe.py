@@ -59,6 +59,9 @@ class AudioInfo:
     channels: int
     num_frames: int
     duration_s: float
+    # Set when the file is usable but not as its header describes it (e.g. cut off): the
+    # inventory keeps such a file and shows this text as its reason.
+    note: str | None = None
 
 
 def content_hash(path: Path) -> str:
@@ -78,7 +81,7 @@ def probe_audio(path: Path) -> AudioInfo:
         if num_frames is None:
             num_frames = sum(len(chunk) for chunk in reader.chunks())
         if num_frames == 0:
-            raise UnsupportedAudioError("no audio samples")
+            raise UnsupportedAudioError(f"no audio samples: {reader.note}" if reader.note else "no audio samples")
         return AudioInfo(
             format=reader.format,
             codec=reader.codec,
@@ -86,6 +89,7 @@ def probe_audio(path: Path) -> AudioInfo:
             channels=reader.channels,
             num_frames=num_frames,
             duration_s=num_frames / reader.sample_rate,
+            note=reader.note,
         )
 
 
@@ -120,6 +124,8 @@ class AudioReader(ABC):
     channels: int
     # Frames the file holds, or None where only decoding can tell (the PyAV routes).
     header_frames: int | None
+    # Where the header and the data disagree but the data is still usable (see AudioInfo.note).
+    note: str | None = None
 
     @abstractmethod
     def chunks(self) -> Iterator[np.ndarray]:
@@ -274,6 +280,7 @@ class _SoundfileReader(AudioReader):
     def __init__(self, path: Path, fmt: str) -> None:
         self.format = fmt
         self._label = _FORMAT_LABELS[fmt]
+        self._path = path
         try:
             self._file = sf.SoundFile(path)
         except sf.LibsndfileError as err:
@@ -299,6 +306,8 @@ class _SoundfileReader(AudioReader):
         self.header_frames = None if f.frames >= _UNKNOWN_FRAMES else f.frames
         if self.format == "flac" and self.header_frames:
             self._check_flac_end()
+        if self.format == "wav" and self.header_frames is not None:
+            self.note = _wav_length_note(self._path, self.header_frames)
 
     def _check_flac_end(self) -> None:
         # STREAMINFO states the length; a cut-off file still claims it. Reaching the last
@@ -355,6 +364,79 @@ def _wav_format_tag(path: Path) -> int | None:
             return int(struct.unpack_from("<H", head, pos + 8)[0])
         pos += 8 + size + (size & 1)
     return None
+
+
+# Format tags whose data is fixed-size frames (block_align bytes each): PCM, IEEE float, A-law,
+# mu-law and WAVE_FORMAT_EXTENSIBLE (whose sub-formats libsndfile accepts are all such).
+_FRAMED_WAV_TAGS = {0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE}
+# Streaming writers that cannot seek back may leave the data size as 0xFFFFFFFF: "unknown".
+_UNKNOWN_WAV_SIZE = 0xFFFFFFFF
+_MAX_TRAILING_CHUNKS = 64
+
+
+def _riff_chunks(f: BinaryIO, file_size: int) -> Iterator[tuple[bytes, int, int]]:
+    """(id, offset of the body, declared body size) of each top-level chunk, as declared."""
+    pos = 12
+    while pos + 8 <= file_size:
+        f.seek(pos)
+        header = f.read(8)
+        (size,) = struct.unpack("<I", header[4:])
+        yield header[:4], pos + 8, size
+        pos += 8 + size + (size & 1)
+
+
+def _wav_length_note(path: Path, frames: int) -> str | None:
+    """Say so when a RIFF/WAV header's data size disagrees with the file.
+
+    libsndfile settles both cases silently: a data chunk larger than the file (cut off, or a
+    header that overstates) yields the frames present; one followed by bytes that are not
+    chunks (a header that understates, e.g. a streaming writer's size 0) yields only the
+    declared frames. The frames read are still good audio, so such a file is processed, but
+    its row says what happened. RF64 keeps its sizes elsewhere and is not checked.
+    """
+    file_size = path.stat().st_size
+    with path.open("rb") as f:
+        if f.read(4) != b"RIFF":
+            return None
+        block_align = 0
+        for chunk_id, offset, size in _riff_chunks(f, file_size):
+            if chunk_id == b"fmt ":
+                f.seek(offset)
+                fmt = f.read(14)
+                if len(fmt) < 14 or struct.unpack_from("<H", fmt)[0] not in _FRAMED_WAV_TAGS:
+                    return None
+                block_align = struct.unpack_from("<H", fmt, 12)[0]
+            elif chunk_id == b"data":
+                if not block_align or size == _UNKNOWN_WAV_SIZE:
+                    return None
+                declared = size // block_align
+                if declared > frames:
+                    return f"truncated: WAV header declares {declared} frames, the file holds {frames}"
+                end = offset + size + (size & 1)
+                if _only_chunks_after(f, end, file_size):
+                    return None
+                return (
+                    f"WAV header declares {declared} frames but {file_size - end} bytes that are not "
+                    "WAV chunks follow them; the header may understate the length"
+                )
+    return None
+
+
+def _only_chunks_after(f: BinaryIO, start: int, file_size: int) -> bool:
+    """Whether the bytes from ``start`` to the end parse as chunks (printable ids, sizes that fit)."""
+    pos = start
+    for _ in range(_MAX_TRAILING_CHUNKS):
+        if pos >= file_size:  # '>': a last odd-sized chunk may lack its pad byte
+            return True
+        f.seek(pos)
+        header = f.read(8)
+        if len(header) < 8 or not all(0x20 <= byte <= 0x7E for byte in header[:4]):
+            return False
+        (size,) = struct.unpack("<I", header[4:])
+        if pos + 8 + size > file_size:
+            return False
+        pos += 8 + size + (size & 1)
+    return True
 
 
 # ------------------------------------------------------------------------ PyAV reader
@@ -470,7 +552,10 @@ class _SphereReader(AudioReader):
         # sample_count, so that is only an upper bound.
         self._file.seek(0, 2)
         present = (self._file.tell() - header_size) // (sample_bytes * self.channels)
-        self.header_frames = max(0, min(present, _sphere_int(fields, "sample_count", present)))
+        declared = _sphere_int(fields, "sample_count", present)
+        self.header_frames = max(0, min(present, declared))
+        if declared > present:
+            self.note = f"truncated: SPHERE header declares {declared} frames, the file holds {present}"
 
     def chunks(self) -> Iterator[np.ndarray]:
         assert self.header_frames is not None

@@ -57,7 +57,7 @@ def raw_audio_files(context: AssetExecutionContext, storage: PlatformStorage) ->
         rows.append(record.as_row())
         if record.status == OK and record.duration_s:
             meter.audio_s += record.duration_s
-        if record.status != OK:
+        if record.reason:  # every quarantine and duplicate, and notes on ok files
             context.log.info(f"{record.status}: {rel_path}: {record.reason}")
     drop_id = files["drop_id"][0] if files.height else ""
     record_schema = {k: v for k, v in AUDIO_FILES.schema.items() if k not in ("shard", "drop_id")}

@@ -39,9 +39,9 @@ class DropPlan:
                 {
                     "shard": [shard] * len(rel_paths),
                     "drop_id": [self.drop_id] * len(rel_paths),
-                    "drop_root": [str(self.root)] * len(rel_paths),
-                    "rel_path": rel_paths,
-                    "source_path": [str(self.root / p) for p in rel_paths],
+                    "drop_root": [storable_path(str(self.root))] * len(rel_paths),
+                    "rel_path": [storable_path(p) for p in rel_paths],
+                    "source_path": [storable_path(str(self.root / p)) for p in rel_paths],
                     "position": list(range(len(rel_paths))),
                 },
                 schema=SHARD_FILES.schema,
@@ -59,16 +59,38 @@ def drop_id_for(folder: Path) -> str:
 def iter_drop_files(folder: Path) -> Iterator[str]:
     """Relative paths of every candidate input under ``folder``, hidden entries and markers excluded.
 
-    Symlinks are listed (not followed into directories) so that the inventory can reject them
-    with a reason instead of silently skipping them.
+    Symlinks are listed (never followed into directories) so that the inventory can reject them
+    with a reason instead of silently skipping them; that includes a symlink to a directory,
+    which os.walk would otherwise leave out without a trace.
     """
     root = Path(folder)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
+        linked_dirs = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in [*filenames, *linked_dirs]:
             if name.startswith(".") or name in READY_MARKERS:
                 continue
             yield os.path.relpath(os.path.join(dirpath, name), root)
+
+
+# A byte that is not UTF-8, as storable_path writes it.
+_ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
+def storable_path(path: str) -> str:
+    """``path`` as text that Parquet and DuckDB can hold (UTF-8): a file name byte that is not
+    UTF-8 (it reaches Python as a lone surrogate) is written ``\\xNN``, as ``ls -b`` shows it."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def undecodable_original(stored: str) -> str | None:
+    """The real path a :func:`storable_path` result stands for when that path is not UTF-8, else None."""
+    raw = _ESCAPED_BYTE.sub(lambda m: bytes([int(m[1], 16)]), stored.encode("utf-8"))
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return os.fsdecode(raw)
+    return None
 
 
 def plan_drop(folder: Path, shard_size: int) -> DropPlan:

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audio_platform.audio import inventory
 from audio_platform.audio.inventory import DUPLICATE, OK, QUARANTINED, claimant_for, inventory_file
 from audio_platform.audio.pcm_cache import PcmCache
 from audio_platform.storage.content_index import ContentIndex
+from audio_platform.storage.drops import storable_path
 
 
 @pytest.fixture
@@ -100,3 +102,98 @@ def test_unreadable_file_is_quarantined(env):
         assert run("locked.wav").reason == "unreadable: permission denied"
     finally:
         os.chmod(drop / "locked.wav", 0o644)
+
+
+def test_every_empty_file_is_reported_empty_not_duplicate(env):
+    drop, _, run = env
+    (drop / "a.wav").write_bytes(b"")
+    (drop / "b.wav").write_bytes(b"")
+    assert [run(name).reason for name in ("a.wav", "b.wav")] == ["empty file (0 bytes)"] * 2
+
+
+def test_special_files_say_what_they_are(env):
+    drop, _, run = env
+    os.mkfifo(drop / "pipe.wav")
+    (drop / "folder").mkdir()
+    os.symlink(drop / "folder", drop / "folder_link")
+    assert run("pipe.wav").reason == "not a regular file: a named pipe"
+    assert run("folder_link").reason == "not a regular file: a directory"
+
+
+def test_broken_symlink(env):
+    drop, _, run = env
+    os.symlink(drop / "missing.wav", drop / "link.wav")
+    record = run("link.wav")
+    assert record.status == QUARANTINED and record.reason == "broken symlink: its target does not exist"
+
+
+def test_symlink_loop(env):
+    drop, _, run = env
+    os.symlink("b.wav", drop / "a.wav")
+    os.symlink("a.wav", drop / "b.wav")
+    assert run("a.wav").reason == "symlink loop: the path never resolves to a file"
+
+
+def test_usable_file_unlike_its_header_is_ok_with_a_note(env):
+    drop, _, run = env
+    _tone(drop / "cut.wav", seconds=1.0, rate=16000, channels=1)
+    (drop / "cut.wav").write_bytes((drop / "cut.wav").read_bytes()[: 44 + 2 * 4000])
+    record = run("cut.wav")
+    assert record.status == OK and record.duration_s == pytest.approx(0.25)
+    assert record.reason == "truncated: WAV header declares 16000 frames, the file holds 4000"
+
+
+def _tamper_after_hashing(monkeypatch, action):
+    """Run ``action(path)`` right after the inventory hashes a file: a deterministic stand-in for
+    a producer that rewrites or deletes the file while it is being read."""
+    real_hash = inventory.content_hash
+
+    def hash_then_tamper(path):
+        digest = real_hash(path)
+        action(path)
+        return digest
+
+    monkeypatch.setattr(inventory, "content_hash", hash_then_tamper)
+
+
+def test_file_changed_while_read_is_quarantined_and_not_cached(env, monkeypatch):
+    drop, cache, run = env
+    _tone(drop / "a.wav")
+
+    def append(path):
+        with path.open("ab") as handle:
+            handle.write(bytes(4410))
+
+    _tamper_after_hashing(monkeypatch, append)
+    record = run("a.wav")
+    assert record.status == QUARANTINED and record.reason == "file changed while it was being processed; re-drop it"
+    # The decoded audio is of the new bytes, not of the content the file_id names.
+    assert not cache.has(record.file_id)
+
+
+def test_file_deleted_while_read_is_quarantined_as_deleted(env, monkeypatch):
+    drop, _, run = env
+    _tone(drop / "a.wav")
+    _tamper_after_hashing(monkeypatch, lambda path: path.unlink())
+    record = run("a.wav")
+    assert record.status == QUARANTINED and record.reason == "file was deleted while it was being processed"
+    assert record.file_id is not None
+
+
+def test_cached_audio_survives_a_change_it_did_not_come_from(env, monkeypatch):
+    drop, cache, run = env
+    _tone(drop / "a.wav")
+    first = run("a.wav")
+    _tamper_after_hashing(monkeypatch, lambda path: os.utime(path, ns=(0, 0)))
+    assert run("a.wav").reason == "file changed while it was being processed; re-drop it"
+    assert cache.has(first.file_id), "audio cached by an earlier, consistent run must stay"
+
+
+def test_name_that_is_not_utf8(env):
+    drop, _, run = env
+    (drop / os.fsdecode(b"bad\xff.wav")).write_bytes(b"RIFF")
+    stored = storable_path(os.fsdecode(b"bad\xff.wav"))
+    assert stored == "bad\\xff.wav"
+    record = run(stored)
+    assert record.status == QUARANTINED
+    assert record.reason == "file name is not valid UTF-8 (shown with \\x escapes); rename it"

@@ -285,12 +285,69 @@ def test_zero_sample_wav(tmp_path: Path) -> None:
 
 
 def test_truncated_wav_reports_the_frames_present(tmp_path: Path) -> None:
-    # The header still claims 16000 frames; the decodable part is what counts.
+    # The header still claims 16000 frames; the decodable part is what counts, and the note says so.
     path = tmp_path / "a.wav"
     sf.write(path, tone(1.0, 16000), 16000, subtype="PCM_16")
     data = path.read_bytes()
     path.write_bytes(data[: 44 + 2 * 6000 + 1])
-    assert probe_audio(path).num_frames == 6000
+    info = probe_audio(path)
+    assert info.num_frames == 6000
+    assert info.note == "truncated: WAV header declares 16000 frames, the file holds 6000"
+
+
+def set_wav_data_size(path: Path, size: int) -> None:
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, data.index(b"data") + 4, size)
+    path.write_bytes(bytes(data))
+
+
+def test_wav_header_understating_its_length(tmp_path: Path) -> None:
+    path = tmp_path / "a.wav"
+    sf.write(path, tone(1.0, 16000, 2), 16000, subtype="PCM_16")
+    set_wav_data_size(path, 400)  # 100 stereo frames of 64000 bytes
+    info = probe_audio(path)
+    assert info.num_frames == 100
+    assert info.note == (
+        "WAV header declares 100 frames but 63600 bytes that are not WAV chunks follow them; "
+        "the header may understate the length"
+    )
+
+
+def test_wav_header_declaring_no_data(tmp_path: Path) -> None:
+    path = tmp_path / "a.wav"
+    sf.write(path, tone(0.5, 16000), 16000, subtype="PCM_16")
+    set_wav_data_size(path, 0)
+    assert reason_of(path) == (
+        "no audio samples: WAV header declares 0 frames but 16000 bytes that are not WAV chunks "
+        "follow them; the header may understate the length"
+    )
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT", "PCM_U8"])
+def test_well_formed_wav_has_no_note(tmp_path: Path, subtype: str) -> None:
+    path = tmp_path / "a.wav"
+    sf.write(path, tone(0.3, 16000, 3), 16000, subtype=subtype)
+    assert probe_audio(path).note is None
+
+
+def test_chunks_after_the_data_are_not_a_length_problem(tmp_path: Path) -> None:
+    # An odd-sized data chunk with its pad byte, then a LIST chunk whose own pad byte is missing.
+    path = tmp_path / "a.wav"
+    sf.write(path, tone(0.1, 16000), 16000, subtype="PCM_U8")  # 1600 bytes of data
+    data = bytearray(path.read_bytes()[:-1])  # 1599 bytes: odd
+    struct.pack_into("<I", data, data.index(b"data") + 4, 1599)
+    data += b"\x00" + b"LIST" + struct.pack("<I", 5) + b"INFOx"
+    path.write_bytes(bytes(data))
+    info = probe_audio(path)
+    assert (info.num_frames, info.note) == (1599, None)
+
+
+def test_streaming_wav_of_unknown_length_has_no_note(tmp_path: Path) -> None:
+    path = tmp_path / "a.wav"
+    sf.write(path, tone(0.5, 16000), 16000, subtype="PCM_16")
+    set_wav_data_size(path, 0xFFFFFFFF)
+    info = probe_audio(path)
+    assert (info.num_frames, info.note) == (8000, None)
 
 
 def test_truncated_flac(tmp_path: Path) -> None:
@@ -344,7 +401,9 @@ def test_sphere_header(tmp_path: Path, byte_format: str, dtype: type, codec: str
 def test_sphere_counts_only_frames_present(tmp_path: Path) -> None:
     path = write_sphere(tmp_path / "a.sph", np.zeros((1000, 1), np.int16), 16000)
     path.write_bytes(path.read_bytes()[: 1024 + 2 * 300 + 1])  # header still says 1000
-    assert probe_audio(path).num_frames == 300
+    info = probe_audio(path)
+    assert info.num_frames == 300
+    assert info.note == "truncated: SPHERE header declares 1000 frames, the file holds 300"
 
 
 def test_sphere_sample_count_limits_trailing_bytes(tmp_path: Path) -> None:

@@ -1,6 +1,10 @@
+import os
+
 import pytest
 
-from audio_platform.storage.drops import drop_id_for, plan_drop
+from audio_platform.storage.drops import drop_id_for, iter_drop_files, plan_drop, storable_path, undecodable_original
+from audio_platform.storage.lake import Lake
+from audio_platform.storage.tables import SHARD_FILES
 
 
 def _touch(path, data=b"x"):
@@ -47,3 +51,28 @@ def test_bad_arguments(tmp_path):
 
 def test_empty_drop_has_no_shards(tmp_path):
     assert plan_drop(tmp_path, 5).shards == {}
+
+
+def test_symlinked_directory_is_listed_not_followed(tmp_path):
+    drop, elsewhere = tmp_path / "drop", tmp_path / "elsewhere"
+    _touch(drop / "a.wav")
+    _touch(elsewhere / "inside_the_link.wav")
+    os.symlink(elsewhere, drop / "linked")
+    os.symlink(elsewhere, drop / ".hidden_link")
+    # Listed as an entry so the inventory can quarantine it; its contents are never walked.
+    assert sorted(iter_drop_files(drop)) == ["a.wav", "linked"]
+
+
+def test_names_that_are_not_utf8_are_stored_escaped(tmp_path):
+    drop = tmp_path / "drop"
+    _touch(drop / "ok é.wav")
+    _touch(drop / os.fsdecode(b"bad\xff\xfe.wav"))
+    plan = plan_drop(drop, shard_size=10)
+    (shard,) = plan.shards
+    frame = plan.shard_files(shard)
+    lake = Lake(tmp_path / "lake")
+    lake.write_table(SHARD_FILES, shard, frame)  # Parquet holds only UTF-8: this used to raise
+    assert lake.read(SHARD_FILES.name, shard)["rel_path"].to_list() == ["bad\\xff\\xfe.wav", "ok é.wav"]
+    assert undecodable_original(frame["source_path"][0]) == str(drop / os.fsdecode(b"bad\xff\xfe.wav"))
+    assert undecodable_original(frame["source_path"][1]) is None
+    assert storable_path("ok é.wav") == "ok é.wav"
