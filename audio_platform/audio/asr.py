@@ -253,6 +253,9 @@ _MODEL_CACHE: dict[tuple[str, str, str, int], WhisperModel] = {}
 _MODEL_LOCK = threading.Lock()
 
 
+_WINDOWS_PER_CALL_BATCHES = 4
+
+
 def _load_model(path: str, device: str, compute_type: str, threads: int) -> WhisperModel:
     # Loading takes ~0.5 s and the weights are shared read-only, so every transcriber in the
     # process with the same settings reuses one model.
@@ -375,7 +378,13 @@ class WhisperTranscriber:
         language = self.config.language or "en"
         while pending:
             windows = pack_pieces(pending, self.config.window_s, self.config.gap_s)
-            per_window, language = self._run(windows, audios)
+            # Decode a few batches of windows at a time: rendering every window of a long file at
+            # once (and faster-whisper's features for all of them) makes memory grow with speech length.
+            per_window: list[list[Segment]] = []
+            step = _WINDOWS_PER_CALL_BATCHES * self.config.batch_size
+            for start in range(0, len(windows), step):
+                chunk_outputs, language = self._run(windows[start : start + step], audios)
+                per_window.extend(chunk_outputs)
             pending = []
             for window, outputs in zip(windows, per_window, strict=True):
                 placed, reach = self._place_words(window, outputs)

@@ -38,6 +38,7 @@ _CONTEXT_SAMPLES = 64
 _STATE_SHAPE = (1, 1, 128)
 # Frames per ONNX call: bounds memory on long files; larger blocks gave no measurable gain.
 _BLOCK_FRAMES = 512
+_FINITE_CHECK_SAMPLES = 1 << 20
 _MIN_MAX_SEGMENT_S = 1.0
 
 
@@ -144,9 +145,11 @@ def _validate_audio(audio_16k: np.ndarray) -> np.ndarray:
         # Integer PCM would reach the model unscaled; the decoder must convert to [-1, 1].
         raise ValueError(f"audio must be float32/float64 in [-1, 1], got dtype {audio_16k.dtype}")
     audio = np.ascontiguousarray(audio_16k, dtype=np.float32)
-    if not np.isfinite(audio).all():
-        # NaN/inf would poison the LSTM state for the rest of the file.
-        raise ValueError("audio contains NaN or infinite samples")
+    # Checked in pieces: a full-length boolean mask of a two-hour file would cost 115 MB.
+    for start in range(0, audio.size, _FINITE_CHECK_SAMPLES):
+        if not np.isfinite(audio[start : start + _FINITE_CHECK_SAMPLES]).all():
+            # NaN/inf would poison the LSTM state for the rest of the file.
+            raise ValueError("audio contains NaN or infinite samples")
     return audio
 
 
@@ -188,27 +191,32 @@ class SileroVad:
         audio = _validate_audio(audio_16k)
         if audio.size == 0:
             return np.zeros(0, dtype=np.float32)
-        buffer = _with_context_and_padding(audio)
         if self.config.use_onnx:
-            return self._onnx_probabilities(buffer)
-        return self._jit_probabilities(buffer[_CONTEXT_SAMPLES:])
+            return self._onnx_probabilities(audio)
+        return self._jit_probabilities(_with_context_and_padding(audio)[_CONTEXT_SAMPLES:])
 
     def detect(self, audio_16k: np.ndarray) -> list[SpeechSegment]:
         """Speech segments of a 16 kHz mono float signal (resampling is the decoder's job)."""
         probs = self.frame_probabilities(audio_16k)
         return segments_from_probabilities(probs, audio_16k.size / SAMPLE_RATE, self.config)
 
-    def _onnx_probabilities(self, buffer: np.ndarray) -> np.ndarray:
-        # Row i holds the 64 samples before frame i followed by frame i, exactly the input
-        # the streaming model builds for itself. The rows are views until each block is cut.
-        windows = sliding_window_view(buffer, _CONTEXT_SAMPLES + FRAME_SAMPLES)[::FRAME_SAMPLES]
+    def _onnx_probabilities(self, audio: np.ndarray) -> np.ndarray:
+        # Block by block, carrying the LSTM state, so memory stays flat however long the file
+        # (the audio is usually a memory-mapped cache file). Row i of a block holds the 64
+        # samples before frame i followed by frame i, exactly what the streaming model builds.
         hidden = np.zeros(_STATE_SHAPE, dtype=np.float32)
         cell = np.zeros(_STATE_SHAPE, dtype=np.float32)
         blocks = []
-        for first in range(0, len(windows), _BLOCK_FRAMES):
-            block = np.ascontiguousarray(windows[first : first + _BLOCK_FRAMES])
+        block_samples = _BLOCK_FRAMES * FRAME_SAMPLES
+        for start in range(0, audio.size, block_samples):
+            block = _with_context_and_padding(audio[start : start + block_samples])
+            if start > 0:
+                block[:_CONTEXT_SAMPLES] = audio[start - _CONTEXT_SAMPLES : start]
+            windows = np.ascontiguousarray(
+                sliding_window_view(block, _CONTEXT_SAMPLES + FRAME_SAMPLES)[::FRAME_SAMPLES]
+            )
             probs, hidden, cell = self._session.run(
-                ["speech_probs", "hn", "cn"], {"input": block, "h": hidden, "c": cell}
+                ["speech_probs", "hn", "cn"], {"input": windows, "h": hidden, "c": cell}
             )
             blocks.append(probs)
         return np.concatenate(blocks).astype(np.float32, copy=False).reshape(-1)
