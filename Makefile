@@ -23,8 +23,12 @@ test: setup
 	$(BIN)/python -m pytest --cov=audio_platform --cov-report=term --cov-report=xml -q
 
 lint: setup
-	$(BIN)/ruff check audio_platform audio_platform_tests
+	$(BIN)/ruff check audio_platform audio_platform_tests benchmarks
 	$(BIN)/mypy
+
+# Platform vs plain faster-whisper scripts on ../shared/corpus; writes docs/benchmarks.md (8-13 min).
+bench: setup
+	$(BIN)/python -m benchmarks.pipeline_bench
 
 clean:
 	rm -rf .audio_platform .pytest_cache .mypy_cache .ruff_cache .coverage coverage.xml
