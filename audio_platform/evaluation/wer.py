@@ -74,7 +74,8 @@ _APOSTROPHES_RE = re.compile(r"['’`]")
 _NON_WORD_RE = re.compile(r"[\W_]+")
 
 
-def _cardinal(n: int) -> str:
+def cardinal_words(n: int) -> str:
+    """A non-negative integer in English words: 823 -> "eight hundred twenty three"."""
     if n < 20:
         return _ONES[n]
     if n < 100:
@@ -82,21 +83,21 @@ def _cardinal(n: int) -> str:
         return _TENS[tens] + ("" if ones == 0 else " " + _ONES[ones])
     if n < 1000:
         hundreds, rest = divmod(n, 100)
-        return _ONES[hundreds] + " hundred" + ("" if rest == 0 else " " + _cardinal(rest))
+        return _ONES[hundreds] + " hundred" + ("" if rest == 0 else " " + cardinal_words(rest))
     for scale, name in _SCALES:
         if n >= scale:
             head, rest = divmod(n, scale)
-            return _cardinal(head) + " " + name + ("" if rest == 0 else " " + _cardinal(rest))
+            return cardinal_words(head) + " " + name + ("" if rest == 0 else " " + cardinal_words(rest))
     raise AssertionError("unreachable: every n >= 1000 has a scale")
 
 
 def _year(n: int) -> str:
     century, rest = divmod(n, 100)
     if rest == 0:
-        return _cardinal(century) + " hundred"
+        return cardinal_words(century) + " hundred"
     if rest < 10:
-        return _cardinal(century) + " oh " + _ONES[rest]
-    return _cardinal(century) + " " + _cardinal(rest)
+        return cardinal_words(century) + " oh " + _ONES[rest]
+    return cardinal_words(century) + " " + cardinal_words(rest)
 
 
 def _ordinal(words: str) -> str:
@@ -122,7 +123,7 @@ def _number_to_words(match: re.Match[str]) -> str:
     elif "," not in raw_int and len(digits) == 4 and 1100 <= int(digits) <= 1999 and not match["dec"]:
         words = _year(int(digits))
     else:
-        words = _cardinal(int(digits))
+        words = cardinal_words(int(digits))
     if match["dec"]:
         words += " point " + _digits(match["dec"])
     suffix = match["suf"]

@@ -32,6 +32,7 @@ import polars as pl
 from scipy.signal import resample_poly
 
 from audio_platform.audio.decode import decode_mono_16k
+from audio_platform.evaluation.wer import cardinal_words
 from audio_platform.training.config import SAMPLE_RATE, DatasetConfig
 
 SPLITS = ("train", "validation", "test")
@@ -54,20 +55,8 @@ MANIFEST_SCHEMA: dict[str, pl.DataType] = {
 }
 
 # Whisper writes numbers as digits; the ones that are a single spoken word can still match.
-_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-_TEENS = [
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-_NUMBER_MAP = {str(n): w for n, w in enumerate(_UNITS + _TEENS)} | {str(10 * k): w for k, w in enumerate(_TENS, 2)}
+# One spoken word each: 0–20 and the round tens (cardinal_words gives the spelling).
+_NUMBER_MAP = {str(n): cardinal_words(n) for n in [*range(21), *range(30, 100, 10)]}
 
 TtsFn = Callable[[str, str, int, int], tuple[np.ndarray, int]]
 
