@@ -48,14 +48,13 @@ from audio_platform.audio.asr import WhisperTranscriber
 from audio_platform.audio.decode import decode_mono_16k
 from audio_platform.audio.inventory import OK, claimant_for, inventory_file
 from audio_platform.audio.pcm_cache import PcmCache
+from audio_platform.audio.segments import segment_rows
 from audio_platform.audio.vad import SileroVad
-from audio_platform.curation.criteria import acoustic_features
 from audio_platform.curation.selection import decide
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.resources import AsrResource, CurationResource, VadResource
 from audio_platform.defs.scoring import build_scores
 from audio_platform.defs.transcription import FILES_PER_BATCH
-from audio_platform.defs.vad import segment_id
 from audio_platform.evaluation.wer import WerResult, corpus_wer
 from audio_platform.pipeline import prepare_instance, process_drop
 from audio_platform.settings import Settings
@@ -277,24 +276,7 @@ def run_platform_stages(
     watch = Stopwatch()
     rows: list[dict[str, object]] = []
     for file_id, file_spans in spans.items():
-        audio = np.asarray(cache.load(file_id))
-        for span in file_spans:
-            features = acoustic_features(audio, span.start_s, span.end_s)
-            rows.append(
-                {
-                    "segment_id": segment_id(file_id, span.start_s),
-                    "file_id": file_id,
-                    "shard": subset.name,
-                    "start_s": span.start_s,
-                    "end_s": span.end_s,
-                    "duration_s": span.end_s - span.start_s,
-                    "speech_prob": span.speech_prob,
-                    "snr_db": features.snr_db,
-                    "clipping_ratio": features.clipping_ratio,
-                    "loudness_dbfs": features.loudness_dbfs,
-                    "dc_offset": features.dc_offset,
-                }
-            )
+        rows.extend(segment_rows(file_id, subset.name, np.asarray(cache.load(file_id)), file_spans))
     segments = pl.DataFrame(rows, schema=SEGMENTS.schema)
     stages.append(StageResult(subset.name, STAGE_FEATURES, len(ok), audio_s, watch.stop()))
     speech_s = float(segments["duration_s"].sum())

@@ -12,7 +12,7 @@ from dagster import (
 )
 
 from audio_platform.audio.inventory import OK
-from audio_platform.curation.criteria import acoustic_features
+from audio_platform.audio.segments import segment_rows
 from audio_platform.defs.ingest import IO_RETRY, raw_audio_files
 from audio_platform.defs.metering import StageMeter
 from audio_platform.defs.partitions import shard_partitions
@@ -23,11 +23,6 @@ from audio_platform.storage.tables import AUDIO_FILES, SEGMENTS
 MODEL_POOL = "audio_models"
 # Segment boundaries are compared at millisecond resolution; rounding can move an end by <1 ms.
 BOUNDS_TOLERANCE_S = 1e-3
-
-
-def segment_id(file_id: str, start_s: float) -> str:
-    """Stable id: the same file and start always give the same id, across runs and shards."""
-    return f"{file_id[:16]}-{round(start_s * 1000):09d}"
 
 
 @asset(
@@ -53,23 +48,7 @@ def vad_segments(context: AssetExecutionContext, storage: PlatformStorage, vad: 
         spans = detector.detect(audio)
         if not spans:
             files_without_speech += 1
-        for span in spans:
-            features = acoustic_features(audio, span.start_s, span.end_s)
-            rows.append(
-                {
-                    "segment_id": segment_id(file_id, span.start_s),
-                    "file_id": file_id,
-                    "shard": shard,
-                    "start_s": span.start_s,
-                    "end_s": span.end_s,
-                    "duration_s": span.end_s - span.start_s,
-                    "speech_prob": span.speech_prob,
-                    "snr_db": features.snr_db,
-                    "clipping_ratio": features.clipping_ratio,
-                    "loudness_dbfs": features.loudness_dbfs,
-                    "dc_offset": features.dc_offset,
-                }
-            )
+        rows.extend(segment_rows(file_id, shard, audio, spans))
     frame = pl.DataFrame(rows, schema=SEGMENTS.schema)
     storage.lake.write_table(SEGMENTS, shard, frame)
     speech_s = float(frame["duration_s"].sum()) if frame.height else 0.0
