@@ -50,9 +50,6 @@ class Lake:
         shard has data, and readers of the whole table never fail on 'no files found'."""
         return _write_atomically(self.table_dir(table.name) / SCHEMA_DIR / DATA_FILE, table.empty())
 
-    def exists(self, table: str, shard: str) -> bool:
-        return self.shard_path(table, shard).is_file()
-
     def read(self, table: str, shard: str) -> pl.DataFrame:
         path = self.shard_path(table, shard)
         if not path.is_file():
