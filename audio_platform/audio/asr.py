@@ -53,6 +53,12 @@ MIN_SEGMENT_S = 0.05
 _RETRY_TAIL_S = 1.0
 # ...provided the decoder got at least this far into the piece, so every retry makes progress.
 _MIN_PROGRESS_S = 1.0
+# A packed piece at least this long with fewer words per second than this is decoded again alone
+# (normal speech has 2-3 words per second; VAD's false alarms on noise cost one solo window each).
+_SPARSE_MIN_S = 1.5
+_SPARSE_WORDS_PER_S = 0.75
+# Fast read speech reaches ~4 words per second; spelled-out letters stay below that.
+_DENSE_WORDS_PER_S = 4.5
 # Long segments are cut at the quietest 20 ms frame within this many seconds before the limit.
 _CUT_SEARCH_S = 5.0
 _CUT_FRAME = SAMPLE_RATE // 50
@@ -173,17 +179,22 @@ class Window:
     def duration_s(self) -> float:
         return self.pieces[-1].window_end_s
 
-    def piece_index(self, word_start: float) -> int:
+    def piece_index(self, word_start: float, previous: int | None = None) -> int:
         """Index of the piece that a word starting at ``word_start`` (window time) belongs to.
 
         The aligner often stretches a word's end over the pause after it, while its start is
-        usually close, so the start decides: the piece containing it, or, in a gap, the nearer
-        of the two pieces around the gap.
+        usually close, so the start decides: the piece containing it. A start in a gap is
+        ambiguous: the DTW aligner drifts most at utterance edges, so a segment's last word can
+        land past its piece's end. ``previous`` is the piece of the word before it in the same
+        decoder segment (Whisper ends a segment at a pause, so a word that continues one
+        belongs to the utterance before the gap); without it, the nearer piece wins.
         """
         i = bisect.bisect_right([p.window_start_s for p in self.pieces], word_start) - 1
         if i < 0:
             return 0
         if i + 1 < len(self.pieces) and word_start > self.pieces[i].window_end_s:
+            if previous == i:
+                return i
             after_gap = self.pieces[i + 1].window_start_s - word_start
             if after_gap < word_start - self.pieces[i].window_end_s:
                 return i + 1
@@ -375,9 +386,11 @@ class WhisperTranscriber:
     ) -> str:
         """Decode spans into ``done`` (keyed by item, segment, start); returns the language used."""
         pending = spans
+        solo: list[tuple[int, int, float, float]] = []
         language = self.config.language or "en"
-        while pending:
+        while pending or solo:
             windows = pack_pieces(pending, self.config.window_s, self.config.gap_s)
+            windows += [Window((Piece(*span, window_start_s=0.0),)) for span in solo]
             # Decode a few batches of windows at a time: rendering every window of a long file at
             # once (and faster-whisper's features for all of them) makes memory grow with speech length.
             per_window: list[list[Segment]] = []
@@ -385,7 +398,7 @@ class WhisperTranscriber:
             for start in range(0, len(windows), step):
                 chunk_outputs, language = self._run(windows[start : start + step], audios)
                 per_window.extend(chunk_outputs)
-            pending = []
+            pending, solo = [], []
             for window, outputs in zip(windows, per_window, strict=True):
                 placed, reach = self._place_words(window, outputs)
                 stats = (outputs[0].avg_logprob, outputs[0].no_speech_prob)
@@ -396,6 +409,9 @@ class WhisperTranscriber:
                     # final (or shrinks by at least _MIN_PROGRESS_S), so this terminates.
                     if i > 0 and (not words or piece.window_start_s >= reach):
                         pending.append((piece.item, piece.segment, piece.file_start_s, piece.file_end_s))
+                        continue
+                    if len(window.pieces) > 1 and _implausible(piece, len(words)):
+                        solo.append((piece.item, piece.segment, piece.file_start_s, piece.file_end_s))
                         continue
                     kept_end = piece.file_end_s
                     if piece.window_start_s + _MIN_PROGRESS_S <= reach <= piece.window_end_s - _RETRY_TAIL_S:
@@ -439,21 +455,33 @@ class WhisperTranscriber:
         origin = outputs[0].seek / self._model.frames_per_second
         placed: list[list[tuple[WordTiming, str]]] = [[] for _ in window.pieces]
         reach = 0.0
-        for word in (w for out in outputs for w in out.words or ()):
-            text = word.word.strip()
-            if not any(c.isalnum() for c in text):  # a lone "." or "-" is not speech
-                continue
-            start, end = word.start - origin, word.end - origin
-            reach = max(reach, end)
-            i = window.piece_index(start)
-            piece = window.pieces[i]
-            file_start = piece.to_file_time(start)
-            if placed[i]:  # the aligner's boundary heuristics may nudge a word before its predecessor
-                file_start = max(file_start, placed[i][-1][0].start_s)
-            file_end = max(piece.to_file_time(end), file_start)
-            timing = WordTiming(text, round(float(file_start), 3), round(float(file_end), 3), float(word.probability))
-            placed[i].append((timing, word.word))
+        for out in outputs:
+            previous: int | None = None
+            for word in out.words or ():
+                text = word.word.strip()
+                if not any(c.isalnum() for c in text):  # a lone "." or "-" is not speech
+                    continue
+                start, end = word.start - origin, word.end - origin
+                reach = max(reach, end)
+                i = previous = window.piece_index(start, previous)
+                piece = window.pieces[i]
+                file_start = piece.to_file_time(start)
+                if placed[i]:  # the aligner's boundary heuristics may nudge a word before its predecessor
+                    file_start = max(file_start, placed[i][-1][0].start_s)
+                file_end = max(piece.to_file_time(end), file_start)
+                timing = WordTiming(
+                    text, round(float(file_start), 3), round(float(file_end), 3), float(word.probability)
+                )
+                placed[i].append((timing, word.word))
         return placed, reach
+
+
+def _implausible(piece: Piece, words: int) -> bool:
+    """A word count speech cannot have: the decoder lost its way in a packed window (a garbled word
+    or two for a whole sentence), or a neighbour's words landed in this piece. Such a piece is
+    decoded again in a window of its own."""
+    sparse = piece.duration_s >= _SPARSE_MIN_S and words < _SPARSE_WORDS_PER_S * piece.duration_s
+    return sparse or words > _DENSE_WORDS_PER_S * piece.duration_s + 2
 
 
 def _as_mono_float32(audio: np.ndarray) -> np.ndarray:

@@ -16,8 +16,10 @@ from scipy.signal import resample_poly
 from audio_platform.audio.asr import (
     SAMPLE_RATE,
     AsrConfig,
+    Piece,
     SegmentTranscript,
     WhisperTranscriber,
+    _implausible,
     default_model_path,
     pack_pieces,
     split_long_segment,
@@ -148,9 +150,23 @@ def test_offset_map_round_trips_and_assigns_gap_words_to_the_nearer_piece() -> N
     assert window.piece_index(2.1) == 0  # in a gap: the nearer piece
     assert window.piece_index(2.4) == 1
     assert window.piece_index(7.0) == 2  # after the last piece
+    # A word continuing its predecessor's decoder segment stays with it across the gap.
+    assert window.piece_index(2.4, previous=0) == 0
+    assert window.piece_index(2.4, previous=1) == 1
+    assert window.piece_index(2.1, previous=None) == 0
     # Times outside a piece clamp to it, so a word never leaves its segment.
     assert window.pieces[1].to_file_time(1.0) == 10.0
     assert window.pieces[1].to_file_time(9.0) == 11.5
+
+
+def test_a_piece_with_an_impossible_word_count_is_flagged_for_a_window_of_its_own() -> None:
+    piece = Piece(item=0, segment=0, file_start_s=0.0, file_end_s=3.0, window_start_s=0.0)
+    assert _implausible(piece, words=1)  # a garbled word for a 3-s sentence
+    assert not _implausible(piece, words=3)
+    assert not _implausible(piece, words=12)  # 4 words/s: fast, but speech
+    assert _implausible(piece, words=16)  # a neighbour's sentence landed here
+    short = Piece(item=0, segment=0, file_start_s=0.0, file_end_s=1.0, window_start_s=0.0)
+    assert not _implausible(short, words=0)  # too short to judge: a lone "yes" may be missed
 
 
 def test_packing_rejects_a_span_longer_than_the_window() -> None:
