@@ -157,6 +157,7 @@ def _instance_yaml(values: Mapping[str, Any]) -> dict[str, Any]:
             "hostname": f"{RELEASE}-postgresql",
             "db_name": pg["postgresqlDatabase"],
             "port": 5432,
+            "scheme": pg.get("postgresqlScheme", "postgresql"),
         }
     }
     daemon = values["dagsterDaemon"]
@@ -434,17 +435,14 @@ def test_dockerfiles_build_a_non_root_locked_image_serving_the_definitions(name:
     assert ("EXPOSE", str(_deployment(BASE)["port"])) in final_stage
 
 
-def test_image_tags_are_pinned_and_k8s_extras_match_the_lock() -> None:
+def test_image_tags_are_pinned_and_the_chart_storage_matches_the_lock() -> None:
     for values in (BASE, GPU):
         tag = _deployment(values)["image"]["tag"]
         assert tag and tag != "latest"
     lock = dict(
         line.split("==") for line in (REPO_ROOT / "requirements-lock.txt").read_text().splitlines() if "==" in line
     )
-    extras = dict(
-        line.split("==")
-        for line in (K8S / "requirements-k8s.txt").read_text().splitlines()
-        if "==" in line and not line.startswith("#")
-    )
-    # dagster-postgres and dagster-k8s are released in lockstep (both 0.29.27 for dagster 1.13.27).
-    assert extras["dagster-postgres"] == lock["dagster-k8s"]
+    # The chart keeps the instance in PostgreSQL: dagster-postgres is a project dependency, released
+    # in lockstep with dagster-k8s (both 0.29.27 for dagster 1.13.27), with the driver the scheme names.
+    assert lock["dagster-postgres"] == lock["dagster-k8s"]
+    assert BASE["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2" and "psycopg2-binary" in lock

@@ -4,6 +4,10 @@ Views read the lake at query time, so new shards show up without copying data. T
 rebuilt in a temp path and swapped in with ``os.replace``: a reader that already has the file
 open keeps its snapshot, new readers get the new catalogue, and nobody hits DuckDB's
 single-writer lock because no process ever opens the published file for writing.
+
+Over an object-store lake (``s3://``) the views read through the platform's fsspec filesystem,
+registered in each connection: DuckDB's own httpfs extension is downloaded at first use, which an
+offline or locked-down cluster cannot do. Any other DuckDB client needs httpfs and an S3 secret.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import duckdb
 import polars as pl
 
 from audio_platform.storage.lake import Lake
+from audio_platform.storage.object_store import S3_SCHEME, query_filesystem
 from audio_platform.storage.tables import Table
 
 
@@ -48,6 +53,8 @@ def rebuild_warehouse(db_path: Path, lake: Lake, tables: Sequence[Table]) -> lis
     summary: list[WarehouseTable] = []
     try:
         with duckdb.connect(str(temp)) as con:
+            if lake.remote:
+                con.register_filesystem(query_filesystem())
             for name in lake.tables():
                 glob = lake.glob(name).replace("'", "''")
                 con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM read_parquet('{glob}', union_by_name=true)")
@@ -67,4 +74,11 @@ def query(db_path: Path, sql: str, parameters: Sequence[Any] | None = None) -> p
             f"no warehouse at {db_path}: run `audio-platform process <folder>` (or materialize `warehouse`) first"
         )
     with duckdb.connect(str(db_path), read_only=True) as con:
+        # The views themselves say whether the lake is on an object store, so every caller (CLI,
+        # pipeline summary, notebooks) reads either kind of lake without being told which it is.
+        [(views_over_object_store,)] = con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE NOT internal AND contains(sql, $1)", [f"'{S3_SCHEME}"]
+        ).fetchall()
+        if views_over_object_store:
+            con.register_filesystem(query_filesystem())
         return con.sql(sql, params=parameters or None).pl()
