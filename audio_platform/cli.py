@@ -7,13 +7,21 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
+if TYPE_CHECKING:
+    from dagster import Definitions
+
+# Addresses that only this machine can reach: anything else exposes an unauthenticated server.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def _cmd_process(args: argparse.Namespace) -> int:
     from audio_platform.definitions import build_definitions
+    from audio_platform.observability.progress import ProgressDisplay, listen_to_stages
     from audio_platform.pipeline import prepare_instance, process_drop
     from audio_platform.settings import load_settings
 
@@ -35,7 +43,19 @@ def _cmd_process(args: argparse.Namespace) -> int:
         settings = replace(settings, shard_size=args.shard_size)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     instance = prepare_instance(settings)
-    report = process_drop(settings, build_definitions(settings), folder, instance)
+    display = ProgressDisplay(sys.stderr, tty=sys.stderr.isatty())
+    try:
+        with listen_to_stages(display.stage):
+            report = process_drop(
+                settings,
+                build_definitions(settings),
+                folder,
+                instance,
+                on_progress=display.drop,
+                console_log_level=args.log_level.upper(),
+            )
+    finally:
+        display.close()
     s = report.summary
     print(f"drop {report.plan.drop_id}: {len(report.plan.shards)} shard(s) under {settings.home}")
     print(
@@ -92,9 +112,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     owner = {OWNER_TAG: owner_tag()}
     defs = build_definitions(settings)
     job = defs.resolve_job_def("train_keyword")
+    run_config = load_run_config(defs, args.config)
     status = 0
     for keyword in keywords:
-        result = job.execute_in_process(partition_key=keyword, instance=instance, raise_on_error=False, tags=owner)
+        result = job.execute_in_process(
+            run_config=run_config,
+            partition_key=keyword,
+            instance=instance,
+            raise_on_error=False,
+            tags=owner,
+        )
         evaluations = result.get_asset_check_evaluations()
         if not evaluations:
             print(f"{keyword}: training failed (see the Dagster UI run logs)", file=sys.stderr)
@@ -110,6 +137,102 @@ def _cmd_train(args: argparse.Namespace) -> int:
     uri = redact_credentials(settings.mlflow_tracking_uri)
     print(f"MLflow: {uri}  (mlflow ui --backend-store-uri {uri})")
     return status
+
+
+def load_run_config(defs: Definitions, path: str | None) -> dict[str, Any] | None:
+    """The run config in a YAML file (what the launchpad's editor holds), or None without a path.
+
+    A resource's config in a run replaces every value the definitions bound to it, so each
+    resource named here keeps the bound values (set from the environment, e.g. the training
+    resource's tracking_uri) of the fields the file does not name.
+    """
+    if path is None:
+        return None
+    import yaml
+    from dagster import ConfigurableResource
+
+    config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(config, dict):
+        raise SystemExit(f"error: {path} must hold a YAML mapping (e.g. resources: ...)")
+    for key, section in (config.get("resources") or {}).items():
+        bound = (defs.resources or {}).get(key)
+        if isinstance(bound, ConfigurableResource):
+            kept = {name: getattr(bound, name) for name in bound.model_fields_set}
+            section["config"] = kept | (section.get("config") or {})
+    return config
+
+
+def _run_shards(args: argparse.Namespace, job_name: str) -> int:
+    """``job_name`` for the given shards (or all with --all), then the warehouse refresh."""
+    from audio_platform.definitions import build_definitions
+    from audio_platform.defs.partitions import SHARDS
+    from audio_platform.pipeline import prepare_instance, run_shard_job
+    from audio_platform.settings import load_settings
+
+    settings = load_settings()
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    instance = prepare_instance(settings)
+    shards = list(instance.get_dynamic_partitions(SHARDS)) if args.all else args.shard
+    if not shards:
+        print('error: name shards (sql "SELECT DISTINCT shard FROM audio_files") or give --all', file=sys.stderr)
+        return 2
+    try:
+        defs = build_definitions(settings)
+        report = run_shard_job(defs, instance, job_name, shards, load_run_config(defs, args.config))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for failed in report.failed_checks:
+        print(f"check failed: {failed}", file=sys.stderr)
+    succeeded = len(shards) - len(report.failed_shards)
+    print(f"{job_name}: {succeeded} of {len(shards)} shard(s) succeeded; warehouse refreshed")
+    if report.failed_shards:
+        print(f"FAILED shards: {', '.join(report.failed_shards)} (see the Dagster UI run logs)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_reprocess(args: argparse.Namespace) -> int:
+    return _run_shards(args, "process_shard")
+
+
+def _cmd_rescore(args: argparse.Namespace) -> int:
+    return _run_shards(args, "rescore_shard")
+
+
+def _print_models(frame: pl.DataFrame) -> None:
+    columns = ["name", "version", "aliases", "promotion_decision", "f1", "false_accepts_per_hour", "created_at"]
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
+        print(frame.select(columns))
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from audio_platform.settings import load_settings
+    from audio_platform.training.registry import registry_table
+
+    _print_models(registry_table(load_settings().mlflow_tracking_uri, args.name))
+    return 0
+
+
+def _cmd_models_set_alias(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from audio_platform.settings import load_settings
+    from audio_platform.storage.lake import Lake
+    from audio_platform.training.registry import mirror_to_lake, registry_table, set_alias
+
+    settings = load_settings()
+    uri = settings.mlflow_tracking_uri
+    try:
+        move = set_alias(uri, args.name, args.alias, args.version)
+    except (MlflowException, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    # The warehouse's models view reads the lake, so the move shows in SQL at once.
+    mirror_to_lake(Lake(settings.lake_root), uri, move.model_name, move.keyword)
+    print(f"{move.model_name}@{move.alias}: version {move.previous or '(unset)'} -> {move.version}")
+    _print_models(registry_table(uri, move.model_name))
+    return 0
 
 
 def redact_credentials(uri: str) -> str:
@@ -172,9 +295,35 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "-p",
         str(args.port),
     ]
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if args.host not in LOOPBACK:
         print(f"warning: serving on {args.host}: the Dagster UI has no authentication", file=sys.stderr)
     return subprocess.call(command, env=_platform_env())
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    """A long-lived Prometheus exporter; every scrape reads the warehouse and the Dagster instance."""
+    from audio_platform.observability.metrics import PlatformCollector, serve_metrics
+    from audio_platform.pipeline import prepare_instance, run_status_counts
+    from audio_platform.settings import load_settings
+
+    settings = load_settings()
+    if args.dagster_home:
+        from dagster import DagsterInstance
+
+        instance = DagsterInstance.from_config(args.dagster_home)
+    else:
+        instance = prepare_instance(settings)
+    server, thread = serve_metrics(
+        PlatformCollector(settings.warehouse_path, lambda: run_status_counts(instance)), args.host, args.port
+    )
+    if args.host not in LOOPBACK:
+        print(f"warning: metrics on {args.host}: anyone who can reach it can read them", file=sys.stderr)
+    print(f"Prometheus metrics on http://{args.host}:{server.server_port}/metrics", flush=True)
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("folder", nargs="?", help="folder of audio files (searched recursively)")
     process.add_argument("--demo", action="store_true", help="build and process the built-in synthetic demo drop")
     process.add_argument("--shard-size", type=int, default=0, help="files per shard (default: settings)")
+    process.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="Dagster run events printed on stderr besides the progress (default warning; the UI keeps all)",
+    )
     process.set_defaults(func=_cmd_process)
     sql = sub.add_parser("sql", help="query the DuckDB warehouse")
     sql.add_argument("query")
@@ -192,7 +347,27 @@ def build_parser() -> argparse.ArgumentParser:
     sql.set_defaults(func=_cmd_sql)
     train = sub.add_parser("train", help="train, register and gate keyword-spotting models from all curated data")
     train.add_argument("--keyword", action="append", help="keyword to train (default: all configured)")
+    train.add_argument("--config", help="run config YAML, e.g. resources.training.config.epochs (as in the launchpad)")
     train.set_defaults(func=_cmd_train)
+    for name, func, job_help in (
+        ("reprocess", _cmd_reprocess, "run the whole graph again for registered shards (job process_shard)"),
+        ("rescore", _cmd_rescore, "re-score and re-select shards without re-transcribing (job rescore_shard)"),
+    ):
+        shard_job = sub.add_parser(name, help=job_help)
+        shard_job.add_argument("shard", nargs="*", help="shard partition keys, e.g. corpus-1a2b3c-0000")
+        shard_job.add_argument("--all", action="store_true", help="every registered shard")
+        shard_job.add_argument("--config", help="run config YAML (as in the launchpad), e.g. resources.curation.config")
+        shard_job.set_defaults(func=func)
+    models = sub.add_parser("models", help="list registered keyword models; move an alias (e.g. roll back @champion)")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_list = models_sub.add_parser("list", help="every registered version with aliases, decision and metrics")
+    models_list.add_argument("--name", help="one registered model, e.g. kws-six (default: all)")
+    models_list.set_defaults(func=_cmd_models_list)
+    set_alias = models_sub.add_parser("set-alias", help="point an alias at a version; updates the models table")
+    set_alias.add_argument("--name", required=True, help="registered model, e.g. kws-six")
+    set_alias.add_argument("--alias", required=True, help="e.g. champion")
+    set_alias.add_argument("--version", required=True, help="registered version number")
+    set_alias.set_defaults(func=_cmd_models_set_alias)
     detect = sub.add_parser("detect", help="stream a keyword model over audio files and print detections")
     detect.add_argument("--model", required=True, help="models:/kws-<keyword>@champion, models:/<name>/<version>")
     detect.add_argument("--threshold", type=float, default=None, help="default: the threshold chosen on validation")
@@ -202,6 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     serve.add_argument("--port", type=int, default=3000)
     serve.set_defaults(func=_cmd_serve)
+    metrics = sub.add_parser("metrics", help="serve Prometheus metrics computed from the warehouse on each scrape")
+    metrics.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    metrics.add_argument("--port", type=int, default=9464)
+    metrics.add_argument(
+        "--dagster-home",
+        help="folder of the Dagster instance's dagster.yaml for run counts (default AUDIO_PLATFORM_HOME/dagster)",
+    )
+    metrics.set_defaults(func=_cmd_metrics)
     return parser
 
 

@@ -8,6 +8,7 @@ from audio_platform.defs import curation, ingest, scoring, transcription, vad
 from audio_platform.defs import warehouse as warehouse_defs
 from audio_platform.defs.curation import curated_segments
 from audio_platform.defs.ingest import raw_audio_files
+from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import AsrResource, CurationResource, PlatformStorage, VadResource
 from audio_platform.defs.scoring import segment_scores
@@ -63,7 +64,11 @@ def build_definitions(settings: Settings) -> Definitions:
         jobs=[process_shard_job, rescore_shard_job, refresh_warehouse_job, train_keyword_job],
         sensors=[inbox_sensor, automation_sensor],
         resources={
-            "storage": PlatformStorage(home=str(settings.home), max_file_duration_s=settings.max_file_duration_s),
+            "storage": PlatformStorage(
+                home=str(settings.home),
+                lake_root=str(settings.lake_root),
+                max_file_duration_s=settings.max_file_duration_s,
+            ),
             "vad": VadResource(),
             "asr": AsrResource(
                 model_path=settings.asr_model_path,
@@ -74,8 +79,11 @@ def build_definitions(settings: Settings) -> Definitions:
                 cpu_threads=settings.asr_cpu_threads,
             ),
             "curation": CurationResource(),
+            "metering": MeteringResource(
+                price_per_cpu_hour=settings.price_per_cpu_hour, price_per_gpu_hour=settings.price_per_gpu_hour
+            ),
             "training": TrainingResource(
-                tracking_uri=settings.mlflow_tracking_uri, artifact_root=str(settings.mlflow_artifact_root)
+                tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
             ),
             "inbox": InboxResource(
                 root=str(settings.inbox),

@@ -7,12 +7,16 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from dagster import DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
+from dagster import DagsterInstance, DagsterRunStatus, Definitions, ExecuteInProcessResult, RunsFilter
 
+from audio_platform.defs.partitions import SHARDS
 from audio_platform.defs.registration import register_drop
+from audio_platform.observability.progress import DropProgress
 from audio_platform.settings import Settings
 from audio_platform.storage.drops import DropPlan
 from audio_platform.storage.lake import Lake
@@ -99,6 +103,11 @@ def release_runs_of_dead_processes(instance: DagsterInstance) -> list[str]:
     return released
 
 
+def run_status_counts(instance: DagsterInstance) -> dict[str, int]:
+    """How many runs the instance holds in each status (the metrics exporter's view of failures)."""
+    return {status.value: instance.get_runs_count(RunsFilter(statuses=[status])) for status in DagsterRunStatus}
+
+
 @dataclass
 class DropRunReport:
     plan: DropPlan
@@ -132,26 +141,94 @@ def drop_summary(settings: Settings, drop_id: str) -> dict[str, float]:
     return {k: float(v) for k, v in row.items()}
 
 
-def process_drop(settings: Settings, defs: Definitions, folder: Path, instance: DagsterInstance) -> DropRunReport:
-    """Register ``folder`` as a drop, run every shard's graph, refresh the warehouse."""
+def failed_checks(shard: str, result: ExecuteInProcessResult) -> list[str]:
+    """``<shard>: <check>`` for every check of a shard run that did not pass."""
+    return [
+        f"{shard}: {evaluation.asset_check_key.to_user_string()}"
+        for evaluation in result.get_asset_check_evaluations()
+        if not evaluation.passed
+    ]
+
+
+def process_drop(
+    settings: Settings,
+    defs: Definitions,
+    folder: Path,
+    instance: DagsterInstance,
+    *,
+    on_progress: Callable[[DropProgress], None] | None = None,
+    console_log_level: str | None = None,
+) -> DropRunReport:
+    """Register ``folder`` as a drop, run every shard's graph, refresh the warehouse.
+
+    ``on_progress`` is called before the first shard and after each one. ``console_log_level``
+    (e.g. ``WARNING``) quiets the Dagster events these in-process runs print on stderr; the run
+    logs in the instance keep everything.
+    """
     started = time.perf_counter()
     release_runs_of_dead_processes(instance)
     plan = register_drop(instance, Lake(settings.lake_root), folder, settings.shard_size)
     report = DropRunReport(plan=plan)
     shard_job = defs.resolve_job_def("process_shard")
     owner = {OWNER_TAG: owner_tag()}
-    for shard in plan.shards:
+    run_config = {"loggers": {"console": {"config": {"log_level": console_log_level}}}} if console_log_level else None
+    files_done = 0
+
+    def progress(shards_done: int) -> None:
+        if on_progress is not None:
+            failed = len(report.failed_shards)
+            on_progress(DropProgress(shards_done, len(plan.shards), files_done, plan.file_count, failed))
+
+    progress(0)
+    for shards_done, (shard, files) in enumerate(plan.shards.items(), start=1):
         result = shard_job.execute_in_process(
-            partition_key=shard, instance=instance, raise_on_error=False, tags={"drop_id": plan.drop_id, **owner}
+            run_config=run_config,
+            partition_key=shard,
+            instance=instance,
+            raise_on_error=False,
+            tags={"drop_id": plan.drop_id, **owner},
         )
         if not result.success:
             report.failed_shards.append(shard)
-        report.failed_checks.extend(
-            f"{shard}: {evaluation.asset_check_key.to_user_string()}"
-            for evaluation in result.get_asset_check_evaluations()
-            if not evaluation.passed
-        )
-    defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance, tags=owner)
+        report.failed_checks.extend(failed_checks(shard, result))
+        files_done += len(files)
+        progress(shards_done)
+    defs.resolve_job_def("refresh_warehouse").execute_in_process(run_config=run_config, instance=instance, tags=owner)
     report.wall_s = time.perf_counter() - started
     report.summary = drop_summary(settings, plan.drop_id)
+    return report
+
+
+@dataclass
+class ShardJobReport:
+    failed_shards: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+
+
+def run_shard_job(
+    defs: Definitions,
+    instance: DagsterInstance,
+    job_name: str,
+    shards: list[str],
+    run_config: dict[str, Any] | None = None,
+) -> ShardJobReport:
+    """Run ``job_name`` (``process_shard`` or ``rescore_shard``) for each of ``shards`` with
+    ``run_config`` (what the launchpad would send), then refresh the warehouse: an operator
+    reprocessing or re-scoring shards that are already registered. Raises ``ValueError`` naming
+    any shard that is not a registered partition, before running anything."""
+    unknown = sorted(set(shards) - set(instance.get_dynamic_partitions(SHARDS)))
+    if unknown:
+        raise ValueError(f"not registered shard partitions: {', '.join(unknown)}")
+    release_runs_of_dead_processes(instance)
+    job = defs.resolve_job_def(job_name)
+    owner = {OWNER_TAG: owner_tag()}
+    report = ShardJobReport()
+    for shard in shards:
+        result = job.execute_in_process(
+            run_config=run_config, partition_key=shard, instance=instance, raise_on_error=False, tags=owner
+        )
+        if not result.success:
+            report.failed_shards.append(shard)
+        report.failed_checks.extend(failed_checks(shard, result))
+    defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance, tags=owner)
     return report

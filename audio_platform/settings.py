@@ -8,6 +8,7 @@ Everything defaults to an embedded, single-machine layout under ``AUDIO_PLATFORM
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -18,19 +19,44 @@ ENV_PREFIX = "AUDIO_PLATFORM_"
 
 @dataclass(frozen=True)
 class Settings:
+    # Each field's docstring is its entry in docs/configuration.md (python -m audio_platform.reference).
     home: Path
+    """All state: lake, warehouse, Dagster instance, MLflow store, inbox, audio cache."""
     shard_size: int = 500
+    """Files per shard partition (one shard = one run)."""
     inbox_quiet_period_s: float = 60.0
+    """An inbox drop without a ready marker counts as complete after this long unchanged."""
     max_file_duration_s: float = 4 * 3600.0
+    """Longer files are quarantined."""
     asr_model_path: str | None = None
+    """A local CTranslate2 Whisper model folder; unset: the packaged Whisper tiny.en."""
     asr_device: str = "auto"
+    """`cpu`, `cuda` or `auto`."""
     asr_compute_type: str = "default"
+    """CTranslate2 compute type; `default` is int8 on CPU, float16 on CUDA."""
     asr_batch_size: int = 8
+    """Segments decoded together."""
     asr_beam_size: int = 1
+    """Beam width of the decoder (1 = greedy)."""
     asr_cpu_threads: int = 0
-    # Comma-separated keywords: one keyword-spotting model (kws-<keyword>) each.
+    """CPU threads of the ASR model; 0 lets CTranslate2 choose."""
+    # Prices behind every stage's estimated_cost (metadata, stage_runs, metrics), in any currency.
+    # Defaults are on-demand USD list prices: a compute-optimized vCPU-hour with its memory (as in
+    # docs/capacity_plan.md) and an A10G-class GPU-hour.
+    price_per_cpu_hour: float = 0.045
+    """Price of a CPU-hour behind every stage's `estimated_cost`."""
+    price_per_gpu_hour: float = 1.0
+    """Price of a GPU-hour behind every stage's `estimated_cost`."""
     keywords: str = "six"
+    """Comma-separated keywords: one keyword-spotting model (`kws-<keyword>`) each."""
     mlflow_tracking_uri_override: str | None = None
+    """An MLflow tracking server or SQL store; unset: SQLite under `<home>/mlflow`."""
+    mlflow_artifact_uri: str | None = None
+    """Where MLflow stores artifacts of newly created experiments, e.g. `s3://bucket/mlflow`; the
+    default folder under home only suits a tracking store on the same machine."""
+    lake_uri: str | None = None
+    """The lake (and its content index) on an object store, e.g. `s3://bucket/prefix`, or a folder;
+    unset: `<home>/lake`. The audio cache, inbox and warehouse file stay under home either way."""
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
@@ -39,10 +65,18 @@ class Settings:
             raise ValueError("keywords must name at least one keyword")
         if self.max_file_duration_s <= 0:
             raise ValueError(f"max_file_duration_s must be > 0, got {self.max_file_duration_s}")
+        if self.price_per_cpu_hour < 0 or self.price_per_gpu_hour < 0:
+            raise ValueError(f"prices must be >= 0, got {self.price_per_cpu_hour} and {self.price_per_gpu_hour}")
+        # No credentials in the URI (they would show in logs and the UI): they come from AWS_* variables.
+        if self.lake_uri and "://" in self.lake_uri and not re.fullmatch(r"s3://[^/:@]+(/.*)?", self.lake_uri):
+            raise ValueError("lake_uri must be a folder or s3://bucket[/prefix] (credentials go in AWS_* variables)")
 
     @property
-    def lake_root(self) -> Path:
-        return self.home / "lake"
+    def lake_root(self) -> Path | str:
+        """AUDIO_PLATFORM_LAKE_URI (an s3:// URI or a folder), else ``<home>/lake``."""
+        if not self.lake_uri:
+            return self.home / "lake"
+        return self.lake_uri if "://" in self.lake_uri else Path(self.lake_uri).expanduser()
 
     @property
     def warehouse_path(self) -> Path:
@@ -72,8 +106,9 @@ class Settings:
         return f"sqlite:///{(self.home / 'mlflow' / 'mlflow.db').resolve()}"
 
     @property
-    def mlflow_artifact_root(self) -> Path:
-        return self.home / "mlflow" / "artifacts"
+    def mlflow_artifact_root(self) -> str:
+        """AUDIO_PLATFORM_MLFLOW_ARTIFACT_URI (e.g. s3://bucket/mlflow), else a folder under home."""
+        return self.mlflow_artifact_uri or str(self.home / "mlflow" / "artifacts")
 
 
 def _coerce(raw: str, annotation: Any) -> Any:

@@ -25,3 +25,32 @@ def test_bad_values_are_explained(tmp_path):
         load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_SHARD_SIZE": "many"})
     with pytest.raises(ValueError, match="shard_size"):
         Settings(home=Path(tmp_path), shard_size=0)
+
+
+def test_production_store_locations(tmp_path):
+    settings = load_settings(
+        {
+            "AUDIO_PLATFORM_HOME": str(tmp_path),
+            "AUDIO_PLATFORM_LAKE_URI": "s3://bucket/lake",
+            "AUDIO_PLATFORM_MLFLOW_ARTIFACT_URI": "s3://bucket/mlflow",
+        }
+    )
+    assert settings.lake_root == "s3://bucket/lake" and settings.mlflow_artifact_root == "s3://bucket/mlflow"
+    # The audio cache and the warehouse file stay on local disk whatever the lake is.
+    assert settings.audio_cache.is_relative_to(tmp_path) and settings.warehouse_path.is_relative_to(tmp_path)
+    elsewhere = load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_LAKE_URI": str(tmp_path / "l")})
+    assert elsewhere.lake_root == tmp_path / "l"
+    for wrong in ("gs://bucket/lake", "s3://key:secret@bucket/lake"):
+        with pytest.raises(ValueError, match="lake_uri") as error:
+            Settings(home=tmp_path, lake_uri=wrong)
+        assert "secret" not in str(error.value)
+
+
+def test_prices_for_cost_estimates_reach_the_metering_resource(tmp_path):
+    from audio_platform.definitions import build_definitions
+
+    settings = load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_PRICE_PER_GPU_HOUR": "2.5"})
+    metering = build_definitions(settings).resources["metering"]
+    assert (metering.price_per_cpu_hour, metering.price_per_gpu_hour) == (0.045, 2.5)
+    with pytest.raises(ValueError, match="prices must be >= 0"):
+        Settings(home=Path(tmp_path), price_per_cpu_hour=-0.01)

@@ -22,6 +22,30 @@ from audio_platform.storage.drops import undecodable_original
 
 OK, QUARANTINED, DUPLICATE = "ok", "quarantined", "duplicate"
 
+# Stable categories of quarantine reasons, for metadata keys and metrics labels: the reason texts
+# themselves carry details (bytes, paths, frame counts) and are too many to plot or alert on.
+# First matching prefix wins, so the specific "unreadable:" comes before "unreadable <format> file".
+_CATEGORY_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("empty", ("empty file",)),
+    ("not_audio", ("not audio",)),
+    ("no_samples", ("no audio samples",)),
+    ("too_long", ("longer than the configured maximum",)),
+    ("truncated", ("truncated",)),
+    ("unsupported", ("unsupported ", "invalid channel count", "no audio stream", "sample rate changes")),
+    ("changed", ("file vanished", "file was deleted", "file changed")),
+    ("unsafe_path", ("path resolves outside", "broken symlink", "symlink loop", "not a regular file", "file name")),
+    ("unreadable", ("unreadable:", "cannot stat", "cannot read", "cannot resolve", "read failed")),
+    ("corrupt", ("corrupt ", "malformed ", "unreadable ", "cannot decode", "contains NaN")),
+)
+QUARANTINE_CATEGORIES: tuple[str, ...] = (*(category for category, _ in _CATEGORY_PREFIXES), "other")
+
+
+def quarantine_category(reason: str) -> str:
+    """The stable category (one of ``QUARANTINE_CATEGORIES``) of a quarantine reason text."""
+    if "stream ends early" in reason:  # "<format> stream ends early: decoded N of M frames"
+        return "truncated"
+    return next((category for category, prefixes in _CATEGORY_PREFIXES if reason.startswith(prefixes)), "other")
+
 
 @dataclass(frozen=True)
 class InventoryRecord:

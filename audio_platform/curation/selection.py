@@ -52,6 +52,26 @@ class CurationPolicy:
             raise ValueError(f"max_clipping_ratio must be in [0, 1], got {self.max_clipping_ratio}")
 
 
+# The rules of ``decide`` by stable name, in order: metadata keys and metrics labels.
+REJECTION_RULES = (
+    "empty_transcript",
+    "language",
+    "duration",
+    "clipping_ratio",
+    "no_speech_prob",
+    "compression_ratio",
+    "topsis_score",
+)
+
+
+def rejection_rule(reason: str) -> str:
+    """The rule (one of ``REJECTION_RULES``) behind a ``rejection_reason`` of :func:`decide`."""
+    rule = "empty_transcript" if reason == "empty transcript" else reason.split(" ", 1)[0]
+    if rule not in REJECTION_RULES:
+        raise ValueError(f"not a rejection reason of decide(): {reason!r}")
+    return rule
+
+
 def decide(scored: pl.DataFrame, policy: CurationPolicy) -> pl.DataFrame:
     """Return ``scored`` plus ``selected`` (bool) and ``rejection_reason`` (str).
 

@@ -1,5 +1,7 @@
 """curated_segments: the selection under the configured policy, with a reason for every rejection."""
 
+from collections import Counter
+
 import polars as pl
 from dagster import (
     AssetCheckExecutionContext,
@@ -7,13 +9,12 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     MaterializeResult,
-    MetadataValue,
     asset,
     asset_check,
 )
 
-from audio_platform.curation.selection import decide
-from audio_platform.defs.metering import StageMeter
+from audio_platform.curation.selection import REJECTION_RULES, decide, rejection_rule
+from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import CurationResource, PlatformStorage
 from audio_platform.defs.scoring import SEGMENT_SCORES, segment_scores
@@ -30,11 +31,11 @@ from audio_platform.storage.tables import AUDIO_FILES, CURATED_SEGMENTS, CURATIO
     "segment with selected / rejection_reason).",
 )
 def curated_segments(
-    context: AssetExecutionContext, storage: PlatformStorage, curation: CurationResource
+    context: AssetExecutionContext, storage: PlatformStorage, curation: CurationResource, metering: MeteringResource
 ) -> MaterializeResult:
     shard = context.partition_key
     lake = storage.lake
-    meter = StageMeter()
+    meter = metering.start(context)
     candidates = (
         lake.read(SEGMENT_SCORES, shard)
         .select("segment_id", "topsis_score", "clipping_ratio")
@@ -62,20 +63,19 @@ def curated_segments(
     lake.write_table(CURATED_SEGMENTS, shard, curated)
     lake.write_table(CURATION_DECISIONS, shard, decisions)
     meter.audio_s = float(candidates["duration_s"].sum()) if candidates.height else 0.0
-    reasons = (
-        decisions.filter(~pl.col("selected"))
-        .with_columns(pl.col("rejection_reason").str.extract(r"^([a-z_ ]+)", 1).alias("rule"))
-        .group_by("rule")
-        .len()
-        .sort("len", descending=True)
-    )
+    rules = Counter(rejection_rule(reason) for reason in decisions.filter(~pl.col("selected"))["rejection_reason"])
     return MaterializeResult(
-        metadata=meter.metadata(
-            candidates=candidates.height,
-            curated=curated.height,
-            curated_seconds=round(float(curated["duration_s"].sum()), 3) if curated.height else 0.0,
-            yield_ratio=round(curated.height / candidates.height, 4) if candidates.height else 0.0,
-            rejections=MetadataValue.md("\n".join(f"- {n} × {rule}" for rule, n in reasons.iter_rows()) or "none"),
+        metadata=meter.finish(
+            lake,
+            {
+                "candidates": candidates.height,
+                "curated": curated.height,
+                "curated_seconds": round(float(curated["duration_s"].sum()), 3) if curated.height else 0.0,
+                "yield_ratio": round(curated.height / candidates.height, 4) if candidates.height else 0.0,
+            },
+            segments=candidates.height,
+            failures={rule: rules[rule] for rule in REJECTION_RULES},
+            failure_label="rejected",
         )
     )
 

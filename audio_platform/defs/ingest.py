@@ -17,8 +17,8 @@ from dagster import (
     asset_check,
 )
 
-from audio_platform.audio.inventory import OK, claimant_for, inventory_file
-from audio_platform.defs.metering import StageMeter
+from audio_platform.audio.inventory import OK, QUARANTINE_CATEGORIES, claimant_for, inventory_file, quarantine_category
+from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import PlatformStorage
 from audio_platform.storage.tables import AUDIO_FILES, SHARD_FILES
@@ -36,13 +36,16 @@ IO_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitt
     description="Inventory of every input file of the shard: content hash, format found by decoding, "
     "status ok / quarantined (with reason) / duplicate. Table: audio_files.",
 )
-def raw_audio_files(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
+def raw_audio_files(
+    context: AssetExecutionContext, storage: PlatformStorage, metering: MeteringResource
+) -> MaterializeResult:
     shard = context.partition_key
     lake = storage.lake
     files = lake.read(SHARD_FILES.name, shard)
     index = storage.content_index
     cache = storage.pcm_cache
-    meter = StageMeter()
+    meter = metering.start(context)
+    progress = meter.progress("ingest", files.height)
     rows = []
     for source_path, rel_path, drop_root in files.select("source_path", "rel_path", "drop_root").iter_rows():
         record = inventory_file(
@@ -55,10 +58,11 @@ def raw_audio_files(context: AssetExecutionContext, storage: PlatformStorage) ->
             storage.max_file_duration_s,
         )
         rows.append(record.as_row())
-        if record.status == OK and record.duration_s:
-            meter.audio_s += record.duration_s
+        decoded_s = record.duration_s if record.status == OK and record.duration_s else 0.0
+        meter.audio_s += decoded_s
         if record.reason:  # every quarantine and duplicate, and notes on ok files
             context.log.info(f"{record.status}: {rel_path}: {record.reason}")
+        progress.advance(audio_s=decoded_s)
     drop_id = files["drop_id"][0] if files.height else ""
     record_schema = {k: v for k, v in AUDIO_FILES.schema.items() if k not in ("shard", "drop_id")}
     frame = pl.DataFrame(rows, schema=record_schema).with_columns(
@@ -67,16 +71,21 @@ def raw_audio_files(context: AssetExecutionContext, storage: PlatformStorage) ->
     lake.write_table(AUDIO_FILES, shard, frame)
     statuses = Counter(frame["status"].to_list())
     reasons = Counter(r for r in frame.filter(pl.col("status") == "quarantined")["reason"].to_list())
+    categories = Counter(quarantine_category(reason) for reason in reasons.elements())
     return MaterializeResult(
-        metadata=meter.metadata(
+        metadata=meter.finish(
+            lake,
+            {
+                "ok": statuses.get("ok", 0),
+                "quarantined": statuses.get("quarantined", 0),
+                "duplicate": statuses.get("duplicate", 0),
+                "quarantine_reasons": MetadataValue.md(
+                    "\n".join(f"- {count} × {reason}" for reason, count in reasons.most_common()) or "none"
+                ),
+            },
             files=frame.height,
-            ok=statuses.get("ok", 0),
-            quarantined=statuses.get("quarantined", 0),
-            duplicate=statuses.get("duplicate", 0),
-            audio_hours=MetadataValue.float(round(meter.audio_s / 3600.0, 4)),
-            quarantine_reasons=MetadataValue.md(
-                "\n".join(f"- {count} × {reason}" for reason, count in reasons.most_common()) or "none"
-            ),
+            failures={category: categories[category] for category in QUARANTINE_CATEGORIES},
+            failure_label="quarantined",
         )
     )
 

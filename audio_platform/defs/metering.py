@@ -1,32 +1,115 @@
-"""Stage metering: wall and CPU seconds, audio seconds and real-time factor as asset metadata."""
+"""Stage metering: the metadata every asset carries and the ``stage_runs`` row every stage writes.
 
-import resource
-import time
-from dataclasses import dataclass, field
+An asset starts a :class:`StageMeter` (``metering.start(context)``), adds the audio it processes
+to ``meter.audio_s``, and ends with ``meter.finish(lake, ...)``, which
+
+* measures the stage: wall, CPU and GPU seconds, audio, real-time factor, peak RSS and the
+  estimated cost at the configured prices;
+* writes the stage's ``stage_runs`` row to the lake (one per stage and partition, replaced when
+  the partition is re-materialized), which the metrics exporter reads;
+* returns the metadata: :data:`COMMON_METADATA_KEYS` plus the stage's own counts, all numeric
+  (``MetadataValue.int`` / ``float``) so that Dagster plots them across partitions.
+"""
+
+from collections.abc import Mapping
 from typing import Any
 
-from dagster import MetadataValue
+from dagster import AssetExecutionContext, ConfigurableResource, MetadataValue
+from pydantic import Field
+
+from audio_platform.observability.progress import ProgressReporter
+from audio_platform.observability.stage_runs import Prices, Stopwatch, stage_run_key, stage_run_row
+from audio_platform.storage.lake import Lake
+from audio_platform.storage.tables import STAGE_RUNS
+
+COMMON_METADATA_KEYS = (
+    "audio_seconds",
+    "audio_hours",
+    "wall_seconds",
+    "cpu_seconds",
+    "gpu_seconds",
+    "real_time_factor",
+    "peak_rss_mb",
+    "estimated_cost",
+)
 
 
-@dataclass
+class MeteringResource(ConfigurableResource):
+    """Prices behind each stage's ``estimated_cost`` (AUDIO_PLATFORM_PRICE_PER_CPU_HOUR /
+    _PER_GPU_HOUR), per CPU-hour consumed and per GPU-hour held."""
+
+    price_per_cpu_hour: float = Field(description="AUDIO_PLATFORM_PRICE_PER_CPU_HOUR: price of a CPU-hour.")
+    price_per_gpu_hour: float = Field(description="AUDIO_PLATFORM_PRICE_PER_GPU_HOUR: price of a GPU-hour.")
+
+    def start(self, context: AssetExecutionContext) -> "StageMeter":
+        return StageMeter(context, Prices(self.price_per_cpu_hour, self.price_per_gpu_hour))
+
+
+def _metadata_value(value: Any) -> Any:
+    if isinstance(value, bool):  # before int: bool is an int
+        return MetadataValue.bool(value)
+    if isinstance(value, int):
+        return MetadataValue.int(value)
+    if isinstance(value, float):
+        return MetadataValue.float(value)
+    return value
+
+
 class StageMeter:
-    """Measures one stage; ``metadata()`` gives numeric values Dagster plots across partitions."""
+    """Measures one stage from its creation (see the module docstring)."""
 
-    audio_s: float = 0.0
-    _wall_start: float = field(default_factory=time.perf_counter)
-    _cpu_start: float = field(default_factory=time.process_time)
+    def __init__(self, context: AssetExecutionContext, prices: Prices) -> None:
+        self._context, self._prices = context, prices
+        self._stopwatch = Stopwatch()
+        self.audio_s = 0.0
+        self.device = "cpu"  # set to the model's device; "cuda" makes the wall time GPU time
 
-    def metadata(self, **counts: Any) -> dict[str, Any]:
-        wall = time.perf_counter() - self._wall_start
-        cpu = time.process_time() - self._cpu_start
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        values: dict[str, Any] = {
-            "audio_seconds": MetadataValue.float(round(self.audio_s, 3)),
-            "wall_seconds": MetadataValue.float(round(wall, 3)),
-            "cpu_seconds": MetadataValue.float(round(cpu, 3)),
-            "real_time_factor": MetadataValue.float(round(self.audio_s / wall, 2) if wall > 0 else 0.0),
-            "peak_rss_mb": MetadataValue.float(round(peak_rss_mb, 1)),
+    def progress(self, label: str, total: int, unit: str = "files") -> ProgressReporter:
+        """A progress reporter writing a few lines to this run's log (and feeding the CLI's bar)."""
+        return ProgressReporter(label, total, self._context.log.info, unit=unit)
+
+    def finish(
+        self,
+        lake: Lake,
+        counts: Mapping[str, Any] | None = None,
+        *,
+        files: int | None = None,
+        segments: int | None = None,
+        failures: Mapping[str, int] | None = None,
+        failure_label: str = "failures",
+    ) -> dict[str, Any]:
+        """Record the stage run and return its metadata: the common keys, ``files``, ``segments``,
+        the stage's own ``counts`` (ints and floats become numeric metadata), and ``failures``
+        (reason category -> count; give every category, zeros included, so that each key exists
+        on every partition) as ``<failure_label>_<category>`` entries."""
+        usage = self._stopwatch.stop(self.audio_s, self.device)
+        context = self._context
+        stage = context.op_def.name
+        partition_key = context.partition_key if context.has_partition_key else ""
+        row = stage_run_row(
+            stage,
+            partition_key,
+            context.run_id,
+            usage,
+            self._prices,
+            files=files,
+            segments=segments,
+            failures=failures,
+        )
+        lake.write_table(STAGE_RUNS, stage_run_key(stage, partition_key), row)
+        metadata: dict[str, Any] = {
+            "audio_seconds": MetadataValue.float(round(usage.audio_s, 3)),
+            "audio_hours": MetadataValue.float(round(usage.audio_s / 3600.0, 6)),
+            "wall_seconds": MetadataValue.float(round(usage.wall_s, 3)),
+            "cpu_seconds": MetadataValue.float(round(usage.cpu_s, 3)),
+            "gpu_seconds": MetadataValue.float(round(usage.gpu_s, 3)),
+            "real_time_factor": MetadataValue.float(round(usage.real_time_factor, 2)),
+            "peak_rss_mb": MetadataValue.float(round(usage.peak_rss_mb, 1)),
+            "estimated_cost": MetadataValue.float(float(row["estimated_cost"][0])),
         }
-        for name, value in counts.items():
-            values[name] = MetadataValue.int(value) if isinstance(value, int) else value
-        return values
+        named = {"files": files, "segments": segments}
+        named |= {f"{failure_label}_{category}": n for category, n in (failures or {}).items()}
+        for name, value in (named | dict(counts or {})).items():
+            if value is not None:
+                metadata[name] = _metadata_value(value)
+        return metadata

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from dagster import ConfigurableResource
+from pydantic import Field
 
 from audio_platform.audio.asr import AsrConfig, WhisperTranscriber
 from audio_platform.audio.decode import stream_mono_16k
@@ -22,16 +23,22 @@ from audio_platform.storage.lake import Lake
 class PlatformStorage(ConfigurableResource):
     """Where the lake, the audio cache, the content index and the warehouse live."""
 
-    home: str
-    max_file_duration_s: float = 4 * 3600.0
+    # Field descriptions show in the launchpad and in docs/configuration.md.
+    home: str = Field(description="AUDIO_PLATFORM_HOME: the audio cache and the warehouse file live under it")
+    lake_root: str | None = Field(
+        default=None,
+        description="The lake and its content index: a folder or s3://bucket/prefix (default: <home>/lake). The "
+        "audio cache and the warehouse file are always under home, on local or volume disk.",
+    )
+    max_file_duration_s: float = Field(default=4 * 3600.0, description="Longer files are quarantined.")
 
     @property
     def lake(self) -> Lake:
-        return Lake(Path(self.home) / "lake")
+        return Lake(self.lake_root or Path(self.home) / "lake")
 
     @property
     def content_index(self) -> ContentIndex:
-        return ContentIndex(Path(self.home) / "lake" / "_content_index")
+        return ContentIndex(str(self.lake.root / "_content_index"))
 
     @property
     def pcm_cache(self) -> PcmCache:
@@ -50,14 +57,18 @@ class PlatformStorage(ConfigurableResource):
 
 
 class VadResource(ConfigurableResource):
-    threshold: float = 0.5
-    min_speech_s: float = 0.25
-    min_silence_s: float = 0.1
-    speech_pad_s: float = 0.03
-    merge_gap_s: float = 0.3
-    max_segment_s: float = 30.0
-    use_onnx: bool = True
-    num_threads: int = 1
+    """Silero VAD segmentation (stage vad_segments). Durations are in seconds."""
+
+    threshold: float = Field(default=0.5, description="Speech probability that starts a speech span.")
+    min_speech_s: float = Field(default=0.25, description="Shorter speech spans are dropped.")
+    min_silence_s: float = Field(default=0.1, description="Silence that ends a speech span.")
+    speech_pad_s: float = Field(default=0.03, description="Padding added to both ends of each span.")
+    merge_gap_s: float = Field(default=0.3, description="Neighbouring spans closer than this are merged.")
+    max_segment_s: float = Field(
+        default=30.0, description="Longer spans are split at their lowest-probability frame (30 s = Whisper's window)."
+    )
+    use_onnx: bool = Field(default=True, description="Run the ONNX model (else the TorchScript one).")
+    num_threads: int = Field(default=1, description="CPU threads of the VAD model.")
 
     def build(self) -> SileroVad:
         return SileroVad(
@@ -75,13 +86,18 @@ class VadResource(ConfigurableResource):
 
 
 class AsrResource(ConfigurableResource):
-    model_path: str | None = None
-    device: str = "auto"
-    compute_type: str = "default"
-    beam_size: int = 1
-    batch_size: int = 8
-    cpu_threads: int = 0
-    language: str | None = "en"
+    """faster-whisper transcription with word timestamps (stage transcripts/words)."""
+
+    model_path: str | None = Field(
+        default=None,
+        description="AUDIO_PLATFORM_ASR_MODEL_PATH: a CTranslate2 Whisper folder; null: packaged tiny.en.",
+    )
+    device: str = Field(default="auto", description="AUDIO_PLATFORM_ASR_DEVICE: cpu, cuda or auto.")
+    compute_type: str = Field(default="default", description="AUDIO_PLATFORM_ASR_COMPUTE_TYPE (CTranslate2).")
+    beam_size: int = Field(default=1, description="AUDIO_PLATFORM_ASR_BEAM_SIZE: decoder beam width.")
+    batch_size: int = Field(default=8, description="AUDIO_PLATFORM_ASR_BATCH_SIZE: segments decoded together.")
+    cpu_threads: int = Field(default=0, description="AUDIO_PLATFORM_ASR_CPU_THREADS: 0 = automatic.")
+    language: str | None = Field(default="en", description="Language to transcribe; null: detect per segment.")
 
     def build(self) -> WhisperTranscriber:
         return WhisperTranscriber(
@@ -100,17 +116,21 @@ class AsrResource(ConfigurableResource):
 class CurationResource(ConfigurableResource):
     """Scoring weights and the selection policy. Changing these re-runs only scoring and selection."""
 
-    # Per-criterion overrides of weight / ideal / anti_ideal, e.g. {"snr_db": {"weight": 3.0}};
-    # weight 0 disables a criterion; unknown names are rejected with the list of known ones.
-    criteria_overrides: dict[str, dict[str, float]] = {}
-    min_score: float = 0.5
-    min_duration_s: float = 1.0
-    max_duration_s: float = 30.0
-    languages: list[str] = ["en"]
-    max_no_speech_prob: float = 0.6
-    max_compression_ratio: float = 2.4
-    max_clipping_ratio: float = 0.01
-    require_text: bool = True
+    criteria_overrides: dict[str, dict[str, float]] = Field(
+        default={},
+        description='Per-criterion overrides of weight / ideal / anti_ideal, e.g. {"snr_db": {"weight": 3.0}}; '
+        "weight 0 disables a criterion; unknown names are rejected with the list of known ones.",
+    )
+    min_score: float = Field(default=0.5, description="Lowest TOPSIS score selected.")
+    min_duration_s: float = Field(default=1.0, description="Shorter segments are rejected.")
+    max_duration_s: float = Field(default=30.0, description="Longer segments are rejected.")
+    languages: list[str] = Field(default=["en"], description="Accepted transcript languages; empty: any.")
+    max_no_speech_prob: float = Field(default=0.6, description="Segments the ASR deems likelier silent are rejected.")
+    max_compression_ratio: float = Field(default=2.4, description="More repetitive transcripts are rejected.")
+    max_clipping_ratio: float = Field(
+        default=0.01, description="More clipped segments are rejected whatever their score; 1.0 disables the gate."
+    )
+    require_text: bool = Field(default=True, description="Reject segments with an empty transcript.")
 
     def criteria(self) -> tuple[Criterion, ...]:
         if not self.criteria_overrides:

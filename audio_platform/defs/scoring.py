@@ -17,10 +17,11 @@ from dagster import (
 
 from audio_platform.curation.criteria import add_text_criteria
 from audio_platform.curation.topsis import score_frame
-from audio_platform.defs.metering import StageMeter
+from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import CurationResource, PlatformStorage
 from audio_platform.defs.transcription import TRANSCRIPTS_KEY
+from audio_platform.observability.plots import distributions_figure, figure_png, markdown_image
 from audio_platform.storage.tables import SEGMENTS, TRANSCRIPTS
 
 SEGMENT_SCORES = "segment_scores"
@@ -61,24 +62,35 @@ def build_scores(segments: pl.DataFrame, transcripts: pl.DataFrame, curation: Cu
     "fixed ideal/anti-ideal points (comparable across shards). Table: segment_scores.",
 )
 def segment_scores(
-    context: AssetExecutionContext, storage: PlatformStorage, curation: CurationResource
+    context: AssetExecutionContext, storage: PlatformStorage, curation: CurationResource, metering: MeteringResource
 ) -> MaterializeResult:
     shard = context.partition_key
-    meter = StageMeter()
+    meter = metering.start(context)
     scores = build_scores(storage.lake.read(SEGMENTS.name, shard), storage.lake.read(TRANSCRIPTS.name, shard), curation)
     storage.lake.write(SEGMENT_SCORES, shard, scores)
+    meter.audio_s = float(scores["duration_s"].sum()) if scores.height else 0.0
+    plotted = [*(c.name for c in curation.criteria()), "topsis_score"]
+    distributions = distributions_figure(
+        {name: scores[name].to_numpy() for name in plotted},
+        title=f"criteria and TOPSIS score ({scores.height} segments)",
+    )
+    distributions_md = markdown_image(figure_png(distributions), "score distributions")
     summary = scores.select(
         pl.col("topsis_score").mean().fill_null(0.0).alias("mean"),
         pl.col("topsis_score").median().fill_null(0.0).alias("median"),
     ).row(0, named=True)
     return MaterializeResult(
-        metadata=meter.metadata(
+        metadata=meter.finish(
+            storage.lake,
+            {
+                "mean_topsis_score": round(summary["mean"], 4),
+                "median_topsis_score": round(summary["median"], 4),
+                "criteria": MetadataValue.json(
+                    {c.name: {"weight": c.weight, "benefit": c.benefit} for c in curation.criteria()}
+                ),
+                "score_distributions": MetadataValue.md(distributions_md),
+            },
             segments=scores.height,
-            mean_topsis_score=MetadataValue.float(round(summary["mean"], 4)),
-            median_topsis_score=MetadataValue.float(round(summary["median"], 4)),
-            criteria=MetadataValue.json(
-                {c.name: {"weight": c.weight, "benefit": c.benefit} for c in curation.criteria()}
-            ),
         )
     )
 

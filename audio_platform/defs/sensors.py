@@ -14,6 +14,7 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from pydantic import Field
 
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import PlatformStorage
@@ -27,11 +28,13 @@ PROCESS_SHARD_JOB = "process_shard"
 class InboxResource(ConfigurableResource):
     """Where drops land and when a drop counts as complete."""
 
-    root: str
-    quiet_period_s: float = 60.0
-    shard_size: int = 500
+    root: str = Field(description="The inbox folder: each sub-folder is a drop (default <home>/inbox).")
+    quiet_period_s: float = Field(
+        default=60.0, description="AUDIO_PLATFORM_INBOX_QUIET_PERIOD_S: unchanged this long, a drop is complete."
+    )
+    shard_size: int = Field(default=500, description="AUDIO_PLATFORM_SHARD_SIZE: files per shard of a new drop.")
     # Bounds one tick's work so a burst of drops cannot stall the daemon; the rest wait a tick.
-    max_drops_per_tick: int = 20
+    max_drops_per_tick: int = Field(default=20, description="Drops registered per sensor tick at most.")
 
 
 def _load_cursor(raw: str | None) -> dict[str, str]:

@@ -1,7 +1,5 @@
 """keyword_dataset → keyword_model (MLflow) → champion promotion check, one partition per keyword."""
 
-from pathlib import Path
-
 from dagster import (
     AllPartitionMapping,
     AssetCheckExecutionContext,
@@ -18,19 +16,21 @@ from dagster import (
     asset,
     asset_check,
 )
+from pydantic import Field
 
 from audio_platform.defs.automation import AFTER_UPSTREAM_UPDATES
 from audio_platform.defs.curation import curated_segments
 from audio_platform.defs.ingest import raw_audio_files
-from audio_platform.defs.metering import StageMeter
+from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.resources import PlatformStorage
 from audio_platform.defs.transcription import WORDS_KEY
 from audio_platform.defs.vad import vad_segments
-from audio_platform.storage.tables import AUDIO_FILES, CURATED_SEGMENTS, MODELS, SEGMENTS, WORDS
+from audio_platform.observability.plots import figure_png, markdown_image
+from audio_platform.storage.tables import AUDIO_FILES, CURATED_SEGMENTS, SEGMENTS, WORDS
 from audio_platform.training.config import DatasetConfig, PromotionFloors, TrainingConfig
 from audio_platform.training.dataset import build_keyword_manifest, dataset_lineage
 from audio_platform.training.pipeline import train_and_register
-from audio_platform.training.registry import mlflow_client, promote_if_better, registry_table
+from audio_platform.training.registry import mirror_to_lake, mlflow_client, promote_if_better, training_figures
 
 KEYWORD_CLIPS = "keyword_clips"
 # espeak-ng voices × rates × pitches for synthetic positives (train split only).
@@ -40,21 +40,27 @@ TTS_VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-us+f3", "en+m3"
 class TrainingResource(ConfigurableResource):
     """MLflow location, dataset cutting, training budget and the promotion floors."""
 
-    tracking_uri: str
-    artifact_root: str
-    model_prefix: str = "kws-"
-    clip_s: float = 1.0
-    val_fraction: float = 0.25
-    test_fraction: float = 0.25
-    split_salt: str = "kws-split-v1"
-    synthetic_positives: bool = True
-    seed: int = 0
-    epochs: int = 40
-    steps_per_epoch: int = 40
-    batch_size: int = 64
-    device: str = "auto"
-    min_f1: float = 0.5
-    max_false_accepts_per_hour: float = 10.0
+    tracking_uri: str = Field(description="MLflow tracking and registry store (see the MLflow settings).")
+    artifact_root: str = Field(description="Artifact location of a newly created MLflow experiment.")
+    model_prefix: str = Field(default="kws-", description="Registered model name = prefix + keyword.")
+    clip_s: float = Field(default=1.0, description="Length of every training clip in seconds.")
+    val_fraction: float = Field(default=0.25, description="Share of source recordings in the validation split.")
+    test_fraction: float = Field(default=0.25, description="Share of source recordings in the test split.")
+    split_salt: str = Field(
+        default="kws-split-v1", description="Salt of the per-recording split hash; changing it reshuffles splits."
+    )
+    synthetic_positives: bool = Field(
+        default=True, description="Add espeak-ng keyword clips (train split only) to the real positives."
+    )
+    seed: int = Field(default=0, description="Seed of sampling, augmentation and initialization.")
+    epochs: int = Field(default=40, description="Upper bound on epochs (early stopping may end sooner).")
+    steps_per_epoch: int = Field(default=40, description="Balanced batches per epoch.")
+    batch_size: int = Field(default=64, description="Clips per batch.")
+    device: str = Field(default="auto", description="cpu, cuda or auto.")
+    min_f1: float = Field(default=0.5, description="Promotion floor: lowest test F1 a champion may have.")
+    max_false_accepts_per_hour: float = Field(
+        default=10.0, description="Promotion ceiling: most false accepts per hour a champion may have."
+    )
 
     def model_name(self, keyword: str) -> str:
         return f"{self.model_prefix}{keyword}"
@@ -112,9 +118,10 @@ def build_training_assets(
         "words, non-speech and noise (negatives), split by source recording. Table: keyword_clips.",
     )
     def keyword_dataset(
-        context: AssetExecutionContext, storage: PlatformStorage, training: TrainingResource
+        context: AssetExecutionContext, storage: PlatformStorage, training: TrainingResource, metering: MeteringResource
     ) -> MaterializeResult:
         keyword = context.partition_key
+        meter = metering.start(context)
         lake = storage.lake
         tables = {}
         for table in (WORDS, SEGMENTS, CURATED_SEGMENTS, AUDIO_FILES):
@@ -130,13 +137,7 @@ def build_training_assets(
             training.dataset_config(keyword),
         )
         lake.write(KEYWORD_CLIPS, keyword, manifest)
-        lineage = dataset_lineage(manifest)
-        return MaterializeResult(
-            metadata={
-                "clips": manifest.height,
-                **{k: (MetadataValue.float(float(v)) if isinstance(v, float) else v) for k, v in lineage.items()},
-            }
-        )
+        return MaterializeResult(metadata=meter.finish(lake, dataset_lineage(manifest)))
 
     @asset(
         deps=[keyword_dataset],
@@ -149,10 +150,10 @@ def build_training_assets(
         "as a new version of kws-<keyword>; the champion alias moves only through the promotion check.",
     )
     def keyword_model(
-        context: AssetExecutionContext, storage: PlatformStorage, training: TrainingResource
+        context: AssetExecutionContext, storage: PlatformStorage, training: TrainingResource, metering: MeteringResource
     ) -> MaterializeResult:
         keyword = context.partition_key
-        meter = StageMeter()
+        meter = metering.start(context)
         manifest = storage.lake.read(KEYWORD_CLIPS, keyword)
         from audio_platform.demo import synthesize_speech
 
@@ -161,23 +162,31 @@ def build_training_assets(
             training.training_config(),
             tracking_uri=training.tracking_uri,
             model_name=training.model_name(keyword),
-            artifact_location=str(Path(training.artifact_root)),
+            artifact_location=training.artifact_root,
             tts=synthesize_speech if training.synthetic_positives else None,
         )
         metrics = outcome.metrics
+        meter.device = outcome.device
         mirror_registry(storage, training, keyword)
+        charts = {
+            name: MetadataValue.md(markdown_image(figure_png(figure), name.replace("_", " ")))
+            for name, figure in training_figures(outcome.history, metrics).items()
+        }
         return MaterializeResult(
-            metadata={
-                **meter.metadata(),
-                "model_uri": outcome.version.model_uri,
-                "version": int(outcome.version.version),
-                "run_id": outcome.version.run_id,
-                "parameters": outcome.n_parameters,
-                "train_seconds": MetadataValue.float(round(outcome.train_seconds, 2)),
-                "best_epoch": outcome.best_epoch,
-                "device": outcome.device,
-                **{f"test_{k}": MetadataValue.float(v) for k, v in metrics.numeric().items()},
-            }
+            metadata=meter.finish(
+                storage.lake,
+                {
+                    "model_uri": outcome.version.model_uri,
+                    "version": int(outcome.version.version),
+                    "run_id": outcome.version.run_id,
+                    "parameters": outcome.n_parameters,
+                    "train_seconds": round(outcome.train_seconds, 2),
+                    "best_epoch": outcome.best_epoch,
+                    "device": outcome.device,
+                    **{f"test_{k}": v for k, v in metrics.numeric().items()},
+                    **charts,
+                },
+            )
         )
 
     @asset_check(asset=keyword_model, partitions_def=partitions, blocking=True)
@@ -220,6 +229,5 @@ def build_training_assets(
 
 
 def mirror_registry(storage: PlatformStorage, training: TrainingResource, keyword: str) -> None:
-    """Copy the registry's view of kws-<keyword> into the lake, so the warehouse's ``models`` view
-    shows versions, metrics and aliases without another warehouse rebuild."""
-    storage.lake.write_table(MODELS, keyword, registry_table(training.tracking_uri, training.model_name(keyword)))
+    """Copy the registry's view of kws-<keyword> into the lake (see ``mirror_to_lake``)."""
+    mirror_to_lake(storage.lake, training.tracking_uri, training.model_name(keyword), keyword)

@@ -17,7 +17,7 @@ from dagster import (
 
 from audio_platform.audio.inventory import OK
 from audio_platform.defs.ingest import IO_RETRY
-from audio_platform.defs.metering import StageMeter
+from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import AsrResource, PlatformStorage
 from audio_platform.defs.vad import MODEL_POOL, vad_segments
@@ -57,17 +57,19 @@ def _batches(items: list[pl.DataFrame], size: int) -> Iterator[list[pl.DataFrame
     retry_policy=IO_RETRY,
 )
 def transcribe_segments(
-    context: AssetExecutionContext, storage: PlatformStorage, asr: AsrResource
+    context: AssetExecutionContext, storage: PlatformStorage, asr: AsrResource, metering: MeteringResource
 ) -> Iterator[MaterializeResult]:
     shard = context.partition_key
     segments = storage.lake.read(SEGMENTS.name, shard).sort("file_id", "start_s")
     files = storage.lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == OK).select("file_id", "source_path")
     transcriber = asr.build()
-    meter = StageMeter()
+    meter = metering.start(context)
+    meter.device = transcriber.device
     transcript_rows: list[dict[str, object]] = []
     word_rows: list[dict[str, object]] = []
     source_of = dict(files.iter_rows())
     groups = [group for _, group in segments.group_by(["file_id"], maintain_order=True)]
+    progress = meter.progress("ASR", len(groups))
     for batch in _batches(groups, FILES_PER_BATCH):
         # Files of a batch share packed 30-s windows: many short files cost no more than one long one.
         items = [
@@ -78,7 +80,9 @@ def transcribe_segments(
             for group in batch
         ]
         for group, results in zip(batch, transcriber.transcribe_many(items), strict=True):
-            meter.audio_s += float(group["duration_s"].sum())
+            speech_s = float(group["duration_s"].sum())
+            meter.audio_s += speech_s
+            progress.advance(audio_s=speech_s)
             file_id = group["file_id"][0]
             for seg_id, result in zip(group["segment_id"].to_list(), results, strict=True):
                 transcript_rows.append(
@@ -113,15 +117,20 @@ def transcribe_segments(
     storage.lake.write_table(TRANSCRIPTS, shard, transcripts)
     storage.lake.write_table(WORDS, shard, words)
     empty = transcripts.filter(pl.col("text").str.strip_chars() == "").height
-    yield MaterializeResult(
-        asset_key=TRANSCRIPTS_KEY,
-        metadata=meter.metadata(
-            segments=transcripts.height,
-            empty_transcripts=empty,
-            asr_model=transcriber.model_name,
-        ),
+    # One step writes both tables: both carry its measurements (stage_runs has the one row).
+    metadata = meter.finish(
+        storage.lake,
+        {
+            "words": words.height,
+            "empty_transcripts": empty,
+            "asr_model": transcriber.model_name,
+            "device": transcriber.device,
+        },
+        files=len(groups),
+        segments=transcripts.height,
     )
-    yield MaterializeResult(asset_key=WORDS_KEY, metadata={"words": words.height})
+    yield MaterializeResult(asset_key=TRANSCRIPTS_KEY, metadata=metadata)
+    yield MaterializeResult(asset_key=WORDS_KEY, metadata=metadata)
 
 
 @asset_check(asset=TRANSCRIPTS_KEY, partitions_def=shard_partitions, blocking=True)

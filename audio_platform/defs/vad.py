@@ -7,6 +7,7 @@ from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     MaterializeResult,
+    MetadataValue,
     asset,
     asset_check,
 )
@@ -14,9 +15,10 @@ from dagster import (
 from audio_platform.audio.inventory import OK
 from audio_platform.audio.segments import segment_rows
 from audio_platform.defs.ingest import IO_RETRY, raw_audio_files
-from audio_platform.defs.metering import StageMeter
+from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import PlatformStorage, VadResource
+from audio_platform.observability.plots import figure_png, histogram_figure, markdown_image
 from audio_platform.storage.tables import AUDIO_FILES, SEGMENTS
 
 # The heavy model stages share one pool so that concurrent shard runs cannot oversubscribe cores.
@@ -35,30 +37,46 @@ BOUNDS_TOLERANCE_S = 1e-3
     description="Speech spans from Silero VAD (merged and split for ASR), with mean speech probability "
     "and acoustic criteria (SNR, clipping, loudness, DC offset). Table: segments.",
 )
-def vad_segments(context: AssetExecutionContext, storage: PlatformStorage, vad: VadResource) -> MaterializeResult:
+def vad_segments(
+    context: AssetExecutionContext, storage: PlatformStorage, vad: VadResource, metering: MeteringResource
+) -> MaterializeResult:
     shard = context.partition_key
     files = storage.lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == OK)
     detector = vad.build()
-    meter = StageMeter()
+    meter = metering.start(context)
+    progress = meter.progress("VAD", files.height)
     rows: list[dict[str, object]] = []
     files_without_speech = 0
     for file_id, source_path in files.select("file_id", "source_path").iter_rows():
         audio = np.asarray(storage.load_audio(file_id, source_path))
-        meter.audio_s += audio.size / 16000.0
+        seconds = audio.size / 16000.0
+        meter.audio_s += seconds
         spans = detector.detect(audio)
         if not spans:
             files_without_speech += 1
         rows.extend(segment_rows(file_id, shard, audio, spans))
+        progress.advance(audio_s=seconds)
     frame = pl.DataFrame(rows, schema=SEGMENTS.schema)
     storage.lake.write_table(SEGMENTS, shard, frame)
     speech_s = float(frame["duration_s"].sum()) if frame.height else 0.0
+    # 1-s bins up to the longest segment VAD may emit: the same axis on every shard.
+    durations = histogram_figure(
+        frame["duration_s"].to_numpy(),
+        np.arange(0.0, vad.max_segment_s + 1.0, 1.0),
+        title="segment durations",
+        xlabel="seconds",
+    )
     return MaterializeResult(
-        metadata=meter.metadata(
+        metadata=meter.finish(
+            storage.lake,
+            {
+                "files_without_speech": files_without_speech,
+                "speech_seconds": round(speech_s, 3),
+                "speech_ratio": round(speech_s / meter.audio_s, 4) if meter.audio_s else 0.0,
+                "segment_durations": MetadataValue.md(markdown_image(figure_png(durations), "segment durations")),
+            },
             files=files.height,
             segments=frame.height,
-            files_without_speech=files_without_speech,
-            speech_seconds=round(speech_s, 3),
-            speech_ratio=round(speech_s / meter.audio_s, 4) if meter.audio_s else 0.0,
         )
     )
 

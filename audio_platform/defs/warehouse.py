@@ -5,13 +5,19 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, Metadata
 from audio_platform.defs.automation import AFTER_UPSTREAM_UPDATES
 from audio_platform.defs.curation import curated_segments
 from audio_platform.defs.ingest import raw_audio_files
-from audio_platform.defs.metering import StageMeter
+from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.resources import PlatformStorage
 from audio_platform.defs.scoring import segment_scores
 from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY
 from audio_platform.defs.vad import vad_segments
+from audio_platform.observability.plots import figure_png, markdown_image, yield_figure
 from audio_platform.storage.tables import LAKE_TABLES
-from audio_platform.storage.warehouse import rebuild_warehouse
+from audio_platform.storage.warehouse import query, rebuild_warehouse
+
+YIELD_SQL = """
+SELECT shard, count(*) FILTER (WHERE selected) AS curated, count(*) AS segments
+FROM curation_decisions GROUP BY shard ORDER BY shard
+"""
 
 
 @asset(
@@ -33,15 +39,23 @@ from audio_platform.storage.warehouse import rebuild_warehouse
     "audio_files, segments, transcripts, words, segment_scores, curated_segments, curation_decisions, "
     "shard_files, keyword_clips, models. Published atomically; open it read-only from any DuckDB client.",
 )
-def warehouse(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
-    meter = StageMeter()
+def warehouse(
+    context: AssetExecutionContext, storage: PlatformStorage, metering: MeteringResource
+) -> MaterializeResult:
+    meter = metering.start(context)
     tables = rebuild_warehouse(storage.warehouse_path, storage.lake, LAKE_TABLES)
     for table in tables:
         context.log.info(f"{table.name}: {table.rows} rows in {table.shards} partition(s)")
+    per_shard = query(storage.warehouse_path, YIELD_SQL)
+    chart = yield_figure(per_shard["shard"].to_list(), per_shard["curated"].to_list(), per_shard["segments"].to_list())
+    chart_md = markdown_image(figure_png(chart), "curated yield per shard")
     return MaterializeResult(
-        metadata={
-            **meter.metadata(),
-            "path": MetadataValue.path(str(storage.warehouse_path)),
-            **{f"rows_{t.name}": MetadataValue.int(t.rows) for t in tables},
-        }
+        metadata=meter.finish(
+            storage.lake,
+            {
+                "path": MetadataValue.path(str(storage.warehouse_path)),
+                "curated_yield_per_shard": MetadataValue.md(chart_md),
+                **{f"rows_{t.name}": t.rows for t in tables},
+            },
+        )
     )

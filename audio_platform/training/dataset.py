@@ -33,6 +33,7 @@ from scipy.signal import resample_poly
 
 from audio_platform.audio.decode import decode_mono_16k
 from audio_platform.evaluation.wer import cardinal_words
+from audio_platform.storage.tables import KEYWORD_CLIPS
 from audio_platform.training.config import SAMPLE_RATE, DatasetConfig
 
 SPLITS = ("train", "validation", "test")
@@ -40,19 +41,8 @@ CLIP_KINDS = ("positive", "synthetic", "negative_word", "non_speech", "noise")
 STREAM = "stream"
 NOISE_COLORS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # spectral slope exponent
 
-MANIFEST_SCHEMA: dict[str, pl.DataType] = {
-    "clip_id": pl.String(),
-    "keyword": pl.String(),
-    "source_path": pl.String(),
-    "file_id": pl.String(),
-    "shard": pl.String(),
-    "start_s": pl.Float64(),
-    "end_s": pl.Float64(),
-    "label": pl.Int8(),
-    "kind": pl.String(),
-    "split": pl.String(),
-    "word": pl.String(),
-}
+# The manifest is the lake's keyword_clips table.
+MANIFEST_SCHEMA: dict[str, pl.DataType] = KEYWORD_CLIPS.schema
 
 # Whisper writes numbers as digits; the ones that are a single spoken word can still match.
 # One spoken word each: 0–20 and the round tens (cardinal_words gives the spelling).

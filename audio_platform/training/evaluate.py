@@ -29,7 +29,19 @@ class EvalMetrics:
     false_accepts_per_hour: float  # NaN when the test split has no keyword-free stream audio
     positives: int
     negatives: int
+    false_positives: int  # negative test clips scored at or above the threshold (-1: not recorded)
     test_digest: str  # metrics compare only under the same digest (see KeywordDataset.test_digest)
+
+    def confusion(self) -> tuple[int, int, int, int]:
+        """(true positives, false positives, false negatives, true negatives) of the test clips."""
+        # recall = tp / positives exactly, so rounding recovers the integer count.
+        true_positives = round(self.recall * self.positives)
+        return (
+            true_positives,
+            self.false_positives,
+            self.positives - true_positives,
+            self.negatives - self.false_positives,
+        )
 
     def numeric(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "test_digest"}
@@ -48,6 +60,8 @@ class EvalMetrics:
             false_accepts_per_hour=values["false_accepts_per_hour"],
             positives=int(values["positives"]),
             negatives=int(values["negatives"]),
+            # Runs logged before the count existed; only f1 and false accepts/hour are compared.
+            false_positives=int(values.get("false_positives", -1)),
             test_digest=test_digest,
         )
 
@@ -100,6 +114,7 @@ def evaluate_bundle(bundle: ModelBundle, dataset: KeywordDataset, hop_s: float =
         seconds += len(audio) / SAMPLE_RATE
     hours = seconds / 3600
     positives = int(labels.sum())
+    false_positives = int(np.sum((scores >= bundle.threshold) & (labels <= 0.5)))
     return EvalMetrics(
         threshold=bundle.threshold,
         precision=precision,
@@ -111,5 +126,6 @@ def evaluate_bundle(bundle: ModelBundle, dataset: KeywordDataset, hop_s: float =
         false_accepts_per_hour=false_accepts / hours if hours > 0 else math.nan,
         positives=positives,
         negatives=int(len(labels) - positives),
+        false_positives=false_positives,
         test_digest=dataset.test_digest,
     )

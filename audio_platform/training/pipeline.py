@@ -22,6 +22,7 @@ class TrainingOutcome:
     n_parameters: int
     best_epoch: int
     device: str
+    history: list[dict[str, float]]  # one row per epoch: epoch, train_loss, val_loss, lr
 
 
 def train_and_register(
@@ -59,4 +60,5 @@ def train_and_register(
         n_parameters=result.n_parameters,
         best_epoch=result.best_epoch,
         device=result.device,
+        history=result.history,
     )

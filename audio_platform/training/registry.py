@@ -8,6 +8,8 @@ under ``model/``:
 
 * ``bundle.pt``: ``ModelBundle`` (weights, CMVN, feature settings, threshold)
 * ``model.ts.pt``: a TorchScript export (waveform -> probability)
+
+and the charts of :func:`training_figures` go under ``plots/``.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from audio_platform.observability.plots import confusion_matrix_figure, training_curves_figure
+from audio_platform.storage.lake import Lake
 from audio_platform.storage.tables import MODELS
 from audio_platform.training.config import PromotionFloors, TrainingConfig
 from audio_platform.training.dataset import dataset_lineage, load_keyword_dataset
@@ -39,6 +44,7 @@ CHALLENGER = "challenger"
 MODEL_DIR = "model"
 BUNDLE_FILE = "bundle.pt"
 TORCHSCRIPT_FILE = "model.ts.pt"
+PLOTS_DIR = "plots"
 DEFAULT_EXPERIMENT = "keyword-spotting"
 _TEST_PREFIX = "test_"
 _DIGEST_TAG = "test_digest"
@@ -78,6 +84,14 @@ def _flat_params(prefix: str, values: dict[str, Any]) -> dict[str, str]:
         else:
             flat[f"{prefix}{key}"] = str(value)
     return flat
+
+
+def training_figures(history: list[dict[str, float]], metrics: EvalMetrics) -> dict[str, Figure]:
+    """The charts of a training run by name: loss and learning-rate curves, test confusion matrix."""
+    return {
+        "training_curves": training_curves_figure(history),
+        "confusion_matrix": confusion_matrix_figure(*metrics.confusion()),
+    }
 
 
 def log_and_register(
@@ -130,6 +144,8 @@ def log_and_register(
             metrics=curves + [Metric(k, v, now, 0) for k, v in summary.items()],
             params=[Param(k, v) for k, v in params.items()],
         )
+        for name, figure in training_figures(result.history, metrics).items():
+            client.log_figure(run_id, figure, f"{PLOTS_DIR}/{name}.png")
         with tempfile.TemporaryDirectory() as tmp:
             data_dir, model_dir = Path(tmp) / "dataset", Path(tmp) / MODEL_DIR
             data_dir.mkdir()
@@ -266,11 +282,12 @@ def promote_if_better(
     return PromotionDecision(promoted, reason, candidate, champion, champion_version)
 
 
-def registry_table(tracking_uri: str, model_name: str) -> pl.DataFrame:
-    """One row per registered version of ``model_name`` (the warehouse's ``models`` table)."""
+def registry_table(tracking_uri: str, model_name: str | None = None) -> pl.DataFrame:
+    """One row per registered version of ``model_name``, or of every model when None (the
+    warehouse's ``models`` table)."""
     client = mlflow_client(tracking_uri)
     rows: list[dict[str, Any]] = []
-    for model in client.search_registered_models(f"name='{model_name}'"):
+    for model in client.search_registered_models(None if model_name is None else f"name='{model_name}'"):
         aliases_by_version: dict[str, list[str]] = {}
         for alias, target in (model.aliases or {}).items():
             aliases_by_version.setdefault(str(target), []).append(alias)
@@ -294,3 +311,33 @@ def registry_table(tracking_uri: str, model_name: str) -> pl.DataFrame:
                 }
             )
     return pl.DataFrame(rows, schema=MODELS.schema).sort("name", "version")
+
+
+def mirror_to_lake(lake: Lake, tracking_uri: str, model_name: str, keyword: str) -> None:
+    """Copy the registry's view of ``model_name`` into the lake's ``models`` table (partition
+    ``keyword``), so the warehouse's ``models`` view shows versions, metrics and aliases as they are
+    now, without a warehouse rebuild."""
+    lake.write_table(MODELS, keyword, registry_table(tracking_uri, model_name))
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    model_name: str
+    alias: str
+    version: str
+    previous: str | None  # the version the alias pointed at before; None if it was unset
+    keyword: str
+
+
+def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> AliasMove:
+    """Point ``alias`` of ``model_name`` at ``version``, e.g. to roll ``champion`` back to an earlier
+    version by hand. Unlike the promotion gate this compares nothing: the operator decides. Raises
+    if the version does not exist or is not a keyword model of this platform."""
+    client = mlflow_client(tracking_uri)
+    target = client.get_model_version(model_name, version)
+    keyword = (target.tags or {}).get("keyword")
+    if not keyword:
+        raise ValueError(f"{model_name}/{version} has no 'keyword' tag: not a keyword model registered by the platform")
+    previous = client.get_registered_model(model_name).aliases.get(alias)
+    client.set_registered_model_alias(model_name, alias, str(target.version))
+    return AliasMove(model_name, alias, str(target.version), None if previous is None else str(previous), keyword)

@@ -5,7 +5,15 @@ import pytest
 import soundfile as sf
 
 from audio_platform.audio import inventory
-from audio_platform.audio.inventory import DUPLICATE, OK, QUARANTINED, claimant_for, inventory_file
+from audio_platform.audio.inventory import (
+    DUPLICATE,
+    OK,
+    QUARANTINE_CATEGORIES,
+    QUARANTINED,
+    claimant_for,
+    inventory_file,
+    quarantine_category,
+)
 from audio_platform.audio.pcm_cache import PcmCache
 from audio_platform.storage.content_index import ContentIndex
 from audio_platform.storage.drops import storable_path
@@ -197,3 +205,35 @@ def test_name_that_is_not_utf8(env):
     record = run(stored)
     assert record.status == QUARANTINED
     assert record.reason == "file name is not valid UTF-8 (shown with \\x escapes); rename it"
+
+
+# Reason texts as the inventory and the probe write them (docs/bad_inputs.md), one or more per category.
+REASON_CATEGORIES = [
+    ("empty file (0 bytes)", "empty"),
+    ("not audio: unrecognized content (starts with a8 e5 01)", "not_audio"),
+    ("not audio: truncated ID3 tag", "not_audio"),
+    ("no audio samples: WAV header declares 0 frames but 32000 bytes that are not WAV chunks follow", "no_samples"),
+    ("longer than the configured maximum of 14400 s", "too_long"),
+    ("truncated FLAC stream", "truncated"),
+    ("FLAC stream ends early: decoded 100 of 16000 frames", "truncated"),
+    ("unsupported codec: WAV format tag 0x0055", "unsupported"),
+    ("unsupported sample rate: 2000 Hz (supported 4000-384000 Hz)", "unsupported"),
+    ("file changed while it was being processed; re-drop it", "changed"),
+    ("file vanished before it could be read", "changed"),
+    ("path resolves outside the drop root (/etc/passwd); refusing to read it", "unsafe_path"),
+    ("not a regular file: a named pipe", "unsafe_path"),
+    ("unreadable: permission denied", "unreadable"),
+    ("unreadable Ogg file: Supported file format but file is malformed.", "corrupt"),
+    ("contains NaN/Inf samples", "corrupt"),
+    ("malformed SPHERE header: no sample_rate", "corrupt"),
+    ("something new", "other"),
+]
+
+
+@pytest.mark.parametrize(("reason", "category"), REASON_CATEGORIES)
+def test_quarantine_reasons_fall_in_stable_categories(reason, category):
+    assert quarantine_category(reason) == category
+
+
+def test_every_category_is_reachable():
+    assert {category for _, category in REASON_CATEGORIES} == set(QUARANTINE_CATEGORIES)

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from audio_platform.curation.criteria import SAMPLE_RATE, acoustic_features, add_text_criteria
-from audio_platform.curation.selection import CurationPolicy, decide
+from audio_platform.curation.selection import REJECTION_RULES, CurationPolicy, decide, rejection_rule
 from audio_platform.curation.topsis import score_frame
 
 GOOD: dict[str, Any] = {
@@ -56,6 +56,30 @@ def test_each_rule_and_its_message(row: dict[str, Any], reason: str | None) -> N
     out = _decide([row])
     assert out["rejection_reason"].to_list() == [reason]
     assert out["selected"].to_list() == [reason is None]
+
+
+RULE_EXAMPLES = [
+    ({"text": ""}, "empty_transcript"),
+    ({"language": "de"}, "language"),
+    ({"language": None}, "language"),
+    ({"duration_s": 31.0}, "duration"),
+    ({"clipping_ratio": 0.05}, "clipping_ratio"),
+    ({"no_speech_prob": math.nan}, "no_speech_prob"),
+    ({"compression_ratio": 2.71}, "compression_ratio"),
+    ({"topsis_score": None}, "topsis_score"),
+]
+
+
+@pytest.mark.parametrize(("row", "rule"), RULE_EXAMPLES)
+def test_every_rejection_names_its_rule(row: dict[str, Any], rule: str) -> None:
+    (reason,) = _decide([row])["rejection_reason"].to_list()
+    assert rejection_rule(reason) == rule
+
+
+def test_rule_names_are_exactly_the_policy_rules() -> None:
+    assert {rule for _, rule in RULE_EXAMPLES} == set(REJECTION_RULES)
+    with pytest.raises(ValueError, match="not a rejection reason"):
+        rejection_rule("cosmic rays")
 
 
 def test_first_failing_rule_wins() -> None:

@@ -7,6 +7,7 @@ import pytest
 from dagster import AssetCheckSeverity
 
 from audio_platform.definitions import build_definitions
+from audio_platform.defs.metering import COMMON_METADATA_KEYS
 from audio_platform.demo import build_demo_drop
 from audio_platform.pipeline import prepare_instance, process_drop
 from audio_platform.settings import Settings
@@ -69,6 +70,12 @@ def test_keyword_model_is_registered_and_promoted_only_through_the_gate(tmp_path
     result, evaluation = _train(settings, defs, instance, **QUICK, **LENIENT)
     assert result.success and evaluation.passed
     assert str(client.get_registered_model("kws-six").aliases["champion"]) == "2"
+    # Both training assets carry the common usage numbers; the model also its charts.
+    for node in ("keyword_dataset", "keyword_model"):
+        (materialization,) = result.asset_materializations_for_node(node)
+        assert set(COMMON_METADATA_KEYS) <= set(materialization.metadata), node
+    for chart in ("training_curves", "confusion_matrix"):
+        assert "](data:image/png;base64," in str(materialization.metadata[chart].value)
 
     # The same data, seed and budget cannot beat the champion on the same test set: it stays put.
     result, evaluation = _train(settings, defs, instance, **QUICK, **LENIENT)

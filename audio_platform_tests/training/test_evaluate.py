@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from audio_platform.training.dataset import KeywordDataset
-from audio_platform.training.evaluate import EvalMetrics, choose_threshold, classification_metrics
+from audio_platform.training.evaluate import EvalMetrics, choose_threshold, classification_metrics, evaluate_bundle
 from audio_platform.training.train import train_keyword_model
 from audio_platform_tests.training.helpers import FAST
 
@@ -36,5 +36,16 @@ def test_threshold_comes_from_validation(tone_dataset: KeywordDataset) -> None:
 
 
 def test_metrics_round_trip_through_numbers() -> None:
-    metrics = EvalMetrics(0.4, 0.5, 0.6, 0.55, 0.4, 3, 0.5, 6.0, 10, 90, "abc")
+    metrics = EvalMetrics(0.4, 0.5, 0.6, 0.55, 0.4, 3, 0.5, 6.0, 10, 90, 7, "abc")
     assert EvalMetrics.from_numeric(metrics.numeric(), "abc") == metrics
+
+
+def test_confusion_counts_the_test_clips(tone_dataset: KeywordDataset) -> None:
+    bundle = train_keyword_model(tone_dataset, FAST).bundle
+    metrics = evaluate_bundle(bundle, tone_dataset)
+    mask = tone_dataset.mask("test")
+    predicted = bundle.score(tone_dataset.waves[mask]) >= bundle.threshold
+    truth = tone_dataset.labels[mask] > 0.5
+    expected = (predicted & truth, predicted & ~truth, ~predicted & truth, ~predicted & ~truth)
+    assert metrics.confusion() == tuple(int(cell.sum()) for cell in expected)
+    assert sum(metrics.confusion()) == metrics.positives + metrics.negatives

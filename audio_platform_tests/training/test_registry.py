@@ -24,7 +24,7 @@ from audio_platform.training.train import train_keyword_model
 from audio_platform_tests.training.helpers import FAST
 
 FLOORS = PromotionFloors(min_f1=0.6, max_false_accepts_per_hour=5.0)
-GOOD = EvalMetrics(0.5, 0.9, 0.8, 0.85, 0.2, 1, 1.0, 1.0, 10, 100, "digest")
+GOOD = EvalMetrics(0.5, 0.9, 0.8, 0.85, 0.2, 1, 1.0, 1.0, 10, 100, 1, "digest")
 
 
 @pytest.mark.parametrize(
@@ -84,6 +84,11 @@ def test_register_load_and_promote(tmp_path: Path, tone_manifest: pl.DataFrame, 
     torch.testing.assert_close(scripted(waves), result.bundle.spotter(waves))
     manifest_copy = client.download_artifacts(first.run_id, "dataset/manifest.parquet", str(tmp_path))
     assert pl.read_parquet(manifest_copy).equals(tone_manifest)
+    plots = sorted(a.path for a in client.list_artifacts(first.run_id, "plots"))
+    assert plots == ["plots/confusion_matrix.png", "plots/training_curves.png"]
+    for plot in plots:
+        png = Path(client.download_artifacts(first.run_id, plot, str(tmp_path))).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The same model again only ties the champion: it stays a challenger.
     second = log_and_register(result, metrics, tone_manifest, FAST, **register)
