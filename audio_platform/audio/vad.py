@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from audio_platform.audio.pcm_cache import release_pages
+
 if TYPE_CHECKING:
     import onnxruntime
     import torch
@@ -150,6 +152,7 @@ def _validate_audio(audio_16k: np.ndarray) -> np.ndarray:
         if not np.isfinite(audio[start : start + _FINITE_CHECK_SAMPLES]).all():
             # NaN/inf would poison the LSTM state for the rest of the file.
             raise ValueError("audio contains NaN or infinite samples")
+        release_pages(audio, start, start + _FINITE_CHECK_SAMPLES)
     return audio
 
 
@@ -219,6 +222,7 @@ class SileroVad:
                 ["speech_probs", "hn", "cn"], {"input": windows, "h": hidden, "c": cell}
             )
             blocks.append(probs)
+            release_pages(audio, start - _CONTEXT_SAMPLES, start + block_samples - _CONTEXT_SAMPLES)
         return np.concatenate(blocks).astype(np.float32, copy=False).reshape(-1)
 
     def _jit_probabilities(self, padded: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from audio_platform.audio.asr import (
+    CPU_AUTO_BATCH,
     SAMPLE_RATE,
     AsrConfig,
     Piece,
@@ -21,6 +22,8 @@ from audio_platform.audio.asr import (
     WhisperTranscriber,
     _implausible,
     default_model_path,
+    fitted_gpu_batch,
+    halving_on_out_of_memory,
     pack_pieces,
     split_long_segment,
 )
@@ -97,6 +100,7 @@ def assert_words_well_formed(result: SegmentTranscript, start: float, end: float
         ({"compute_type": "int4"}, "compute_type"),
         ({"beam_size": 0}, "beam_size"),
         ({"batch_size": 2.5}, "batch_size"),
+        ({"batch_size": -1}, "batch_size"),
         ({"cpu_threads": -1}, "cpu_threads"),
         ({"language": " "}, "language"),
         ({"window_s": 31.0}, "window_s"),
@@ -108,6 +112,42 @@ def assert_words_well_formed(result: SegmentTranscript, start: float, end: float
 def test_config_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AsrConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_automatic_batch_size_is_the_cpu_default_here_and_fits_free_gpu_memory() -> None:
+    assert WhisperTranscriber(AsrConfig(device="cpu")).batch_size == CPU_AUTO_BATCH
+    assert WhisperTranscriber(AsrConfig(device="cpu", batch_size=3)).batch_size == 3
+    gib = 1 << 30
+    assert fitted_gpu_batch(free_bytes=0) == 1  # never below one window
+    assert fitted_gpu_batch(free_bytes=8 * gib) == 8  # half of the free memory at 512 MiB per window
+    assert fitted_gpu_batch(free_bytes=139 * gib) == 64  # capped
+
+
+def test_out_of_memory_halves_the_batch_until_it_fits() -> None:
+    tried: list[int] = []
+
+    def run(batch_size: int) -> str:
+        tried.append(batch_size)
+        if batch_size > 3:
+            raise RuntimeError("CUDA failed with error out of memory")
+        return f"decoded with {batch_size}"
+
+    assert halving_on_out_of_memory(run, 16) == ("decoded with 2", 2)
+    assert tried == [16, 8, 4, 2]
+
+
+def test_other_errors_and_out_of_memory_at_batch_one_propagate() -> None:
+    def broken(batch_size: int) -> None:
+        raise RuntimeError("model file is corrupt")
+
+    with pytest.raises(RuntimeError, match="corrupt"):
+        halving_on_out_of_memory(broken, 8)
+
+    def always_oom(batch_size: int) -> None:
+        raise MemoryError
+
+    with pytest.raises(MemoryError):
+        halving_on_out_of_memory(always_oom, 4)
 
 
 def test_default_model_is_the_packaged_ctranslate2_model() -> None:
