@@ -29,8 +29,9 @@ from audio_platform.observability.plots import figure_png, markdown_image
 from audio_platform.storage.tables import AUDIO_FILES, CURATED_SEGMENTS, SEGMENTS, WORDS
 from audio_platform.training.config import DatasetConfig, PromotionFloors, TrainingConfig
 from audio_platform.training.dataset import build_keyword_manifest, dataset_lineage
-from audio_platform.training.pipeline import train_and_register
-from audio_platform.training.registry import mirror_to_lake, mlflow_client, promote_if_better, training_figures
+
+# The torch-backed training modules (pipeline, registry) are imported inside the training assets:
+# every shard run loads these definitions, and importing torch would add ~300 MB to each one.
 
 KEYWORD_CLIPS = "keyword_clips"
 # espeak-ng voices × rates × pitches for synthetic positives (train split only).
@@ -156,6 +157,8 @@ def build_training_assets(
         meter = metering.start(context)
         manifest = storage.lake.read(KEYWORD_CLIPS, keyword)
         from audio_platform.demo import synthesize_speech
+        from audio_platform.training.pipeline import train_and_register
+        from audio_platform.training.registry import training_figures
 
         outcome = train_and_register(
             manifest,
@@ -196,6 +199,8 @@ def build_training_assets(
         """Promotes the newest version to @champion only if it meets the floors and beats the current
         champion on the same test set. Below the floors: ERROR (blocks). Above the floors but not
         better: WARN, the version stays a challenger."""
+        from audio_platform.training.registry import mlflow_client, promote_if_better
+
         keyword = context.partition_key
         name = training.model_name(keyword)
         versions = mlflow_client(training.tracking_uri).search_model_versions(f"name='{name}'")
@@ -230,4 +235,6 @@ def build_training_assets(
 
 def mirror_registry(storage: PlatformStorage, training: TrainingResource, keyword: str) -> None:
     """Copy the registry's view of kws-<keyword> into the lake (see ``mirror_to_lake``)."""
+    from audio_platform.training.registry import mirror_to_lake
+
     mirror_to_lake(storage.lake, training.tracking_uri, training.model_name(keyword), keyword)
