@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job, load_asset_checks_from_modules
+from dagster import (
+    AssetSelection,
+    Definitions,
+    ExecutorDefinition,
+    define_asset_job,
+    load_asset_checks_from_modules,
+)
 
 from audio_platform.defs import curation, ingest, scoring, transcription, vad
 from audio_platform.defs import warehouse as warehouse_defs
@@ -14,13 +20,14 @@ from audio_platform.defs.resources import AsrResource, CurationResource, Platfor
 from audio_platform.defs.scoring import segment_scores
 from audio_platform.defs.sensors import InboxResource, automation_sensor, inbox_sensor
 from audio_platform.defs.training import TrainingResource, build_training_assets
-from audio_platform.defs.transcription import transcribe_segments
+from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY, build_transcription_asset
 from audio_platform.defs.vad import vad_segments
 from audio_platform.defs.warehouse import warehouse
 from audio_platform.settings import Settings, load_settings
 
+# Transcription is built from settings (its pool and op tags), so it is selected by key.
 SHARD_ASSETS = AssetSelection.assets(
-    raw_audio_files, vad_segments, transcribe_segments, segment_scores, curated_segments
+    raw_audio_files, vad_segments, TRANSCRIPTS_KEY, WORDS_KEY, segment_scores, curated_segments
 )
 
 process_shard_job = define_asset_job(
@@ -38,7 +45,19 @@ rescore_shard_job = define_asset_job(
 refresh_warehouse_job = define_asset_job("refresh_warehouse", selection=AssetSelection.assets(warehouse))
 
 
+def _executor(settings: Settings) -> ExecutorDefinition | None:
+    """AUDIO_PLATFORM_EXECUTOR: None keeps Dagster's default (multiprocess for launched runs); `k8s`
+    gives every step its own Kubernetes Job, which reads the step's `dagster-k8s/config` op tag and
+    inherits the run launcher's image, env, volumes and resources (the Helm values)."""
+    if settings.executor == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return None
+
+
 def build_definitions(settings: Settings) -> Definitions:
+    transcribe_segments = build_transcription_asset(pool=settings.asr_pool, op_tags=settings.asr_op_tags)
     keyword_dataset, keyword_model, champion_promotion = build_training_assets(settings.keyword_list)
     train_keyword_job = define_asset_job(
         "train_keyword",
@@ -62,6 +81,7 @@ def build_definitions(settings: Settings) -> Definitions:
             champion_promotion,
         ],
         jobs=[process_shard_job, rescore_shard_job, refresh_warehouse_job, train_keyword_job],
+        executor=_executor(settings),
         sensors=[inbox_sensor, automation_sensor],
         resources={
             "storage": PlatformStorage(

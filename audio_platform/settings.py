@@ -7,6 +7,7 @@ Everything defaults to an embedded, single-machine layout under ``AUDIO_PLATFORM
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, fields
@@ -15,6 +16,42 @@ from typing import Any
 
 DEFAULT_HOME = ".audio_platform"
 ENV_PREFIX = "AUDIO_PLATFORM_"
+# Values of AUDIO_PLATFORM_EXECUTOR: Dagster's default (multiprocess) or dagster_k8s.k8s_job_executor.
+EXECUTORS = ("multiprocess", "k8s")
+# The op tag dagster-k8s reads per step (dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY), and the keys
+# of its value (USER_DEFINED_K8S_JOB_CONFIG_SCHEMA); test_k8s.py checks both against dagster_k8s.
+K8S_CONFIG_TAG = "dagster-k8s/config"
+K8S_STEP_CONFIG_KEYS = (
+    "container_config",
+    "pod_spec_config",
+    "pod_template_spec_metadata",
+    "job_config",
+    "job_metadata",
+    "job_spec_config",
+    "merge_behavior",
+)
+
+
+def parse_k8s_step_config(raw: str) -> dict[str, Any]:
+    """AUDIO_PLATFORM_ASR_K8S_CONFIG as the dict dagster-k8s reads from a step's op tag; a clear
+    error for invalid JSON, a non-object, an unknown key or a value of the wrong shape."""
+    name = f"{ENV_PREFIX}ASR_K8S_CONFIG"
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{name} must be a JSON object, got {type(config).__name__}")
+    unknown = sorted(set(config) - set(K8S_STEP_CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"{name}: unknown keys {unknown}; dagster-k8s accepts {', '.join(K8S_STEP_CONFIG_KEYS)}")
+    for key, value in config.items():
+        if key == "merge_behavior":
+            if value not in ("DEEP", "SHALLOW"):
+                raise ValueError(f"{name}: merge_behavior must be DEEP or SHALLOW, got {value!r}")
+        elif not isinstance(value, dict):
+            raise ValueError(f"{name}: {key} must be a JSON object, got {type(value).__name__}")
+    return config
 
 
 @dataclass(frozen=True)
@@ -34,8 +71,8 @@ class Settings:
     """`cpu`, `cuda` or `auto`."""
     asr_compute_type: str = "default"
     """CTranslate2 compute type; `default` is int8 on CPU, float16 on CUDA."""
-    asr_batch_size: int = 8
-    """Segments decoded together."""
+    asr_batch_size: int = 0
+    """30-s windows decoded together; 0 = automatic (4 on CPU, fitted to free GPU memory on CUDA)."""
     asr_beam_size: int = 1
     """Beam width of the decoder (1 = greedy)."""
     asr_cpu_threads: int = 0
@@ -57,6 +94,18 @@ class Settings:
     lake_uri: str | None = None
     """The lake (and its content index) on an object store, e.g. `s3://bucket/prefix`, or a folder;
     unset: `<home>/lake`. The audio cache, inbox and warehouse file stay under home either way."""
+    executor: str = "multiprocess"
+    """How a launched run executes its steps: `multiprocess` (Dagster's default executor: each step in
+    a subprocess of the run's process or pod) or `k8s` (`dagster_k8s.k8s_job_executor`: one Kubernetes
+    Job per step, so only the ASR step's pod holds a GPU). CLI commands run in-process either way."""
+    asr_pool: str = "audio_models"
+    """Dagster pool of the ASR step (`transcripts`/`words`); its slots are set with `dagster instance
+    concurrency set <pool> <n>`. Default: the pool VAD and training share."""
+    asr_k8s_config: str | None = None
+    """With `executor=k8s`: the ASR step's `dagster-k8s/config` op tag, a JSON object with the keys
+    of dagster-k8s's per-step config (`container_config`, `pod_spec_config`,
+    `pod_template_spec_metadata`, `job_config`, `job_metadata`, `job_spec_config`, `merge_behavior`),
+    e.g. a GPU limit, node selector and toleration (k8s/gpu-settings.yaml)."""
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
@@ -70,6 +119,20 @@ class Settings:
         # No credentials in the URI (they would show in logs and the UI): they come from AWS_* variables.
         if self.lake_uri and "://" in self.lake_uri and not re.fullmatch(r"s3://[^/:@]+(/.*)?", self.lake_uri):
             raise ValueError("lake_uri must be a folder or s3://bucket[/prefix] (credentials go in AWS_* variables)")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"{ENV_PREFIX}EXECUTOR must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if not self.asr_pool.strip():
+            raise ValueError(f"{ENV_PREFIX}ASR_POOL must name a pool")
+        if self.asr_k8s_config and self.executor != "k8s":
+            # The run launcher ignores op tags: without per-step pods the config would silently do nothing.
+            raise ValueError(f"{ENV_PREFIX}ASR_K8S_CONFIG needs {ENV_PREFIX}EXECUTOR=k8s")
+        if self.asr_k8s_config:
+            parse_k8s_step_config(self.asr_k8s_config)
+
+    @property
+    def asr_op_tags(self) -> dict[str, Any]:
+        """Op tags of the ASR step: ``{"dagster-k8s/config": <asr_k8s_config parsed>}`` when set, else none."""
+        return {K8S_CONFIG_TAG: parse_k8s_step_config(self.asr_k8s_config)} if self.asr_k8s_config else {}
 
     @property
     def lake_root(self) -> Path | str:

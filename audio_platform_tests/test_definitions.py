@@ -2,7 +2,9 @@ import os
 import subprocess
 import sys
 
-from dagster import AssetKey, Definitions
+import pytest
+import yaml
+from dagster import AssetKey, Definitions, multi_or_in_process_executor
 
 from audio_platform.definitions import build_definitions
 from audio_platform.settings import Settings
@@ -46,8 +48,28 @@ def test_definitions_hold_the_whole_graph(tmp_path):
     }
 
 
-def test_dagster_cli_validates_the_workspace(tmp_path):
+def test_by_default_asr_shares_the_model_pool_and_runs_on_dagsters_default_executor(tmp_path):
+    defs = build_definitions(Settings(home=tmp_path))
+    asr = defs.resolve_assets_def(AssetKey("transcripts"))
+    assert asr.op.name == "transcribe_segments"  # the stage name in stage_runs and the metrics
+    assert asr.op.pool == defs.resolve_assets_def(AssetKey("vad_segments")).op.pool == "audio_models"
+    assert "dagster-k8s/config" not in asr.op.tags
+    for job in defs.resolve_all_job_defs():
+        assert job.executor_def is multi_or_in_process_executor, job.name
+
+
+def _gpu_settings_env() -> dict[str, str]:
+    """The GPU example's settings ConfigMap (k8s/gpu-settings.yaml) as environment variables."""
+    (configmap,) = yaml.safe_load_all((REPO_ROOT / "k8s" / "gpu-settings.yaml").read_text(encoding="utf-8"))
+    return dict(configmap["data"])
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["default", "gpu-settings"])
+def test_dagster_cli_validates_the_workspace(tmp_path, gpu):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "AUDIO_PLATFORM_HOME": str(tmp_path / "home")}
+    if gpu:
+        # The code location as the GPU example's pods load it: k8s executor, GPU pool, op tag.
+        env.update(_gpu_settings_env())
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
         cwd=REPO_ROOT,

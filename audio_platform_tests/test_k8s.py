@@ -6,8 +6,11 @@ What checks what:
   validation against the `kubernetes` client's OpenAPI models, which rejects unknown keys;
 - the run launcher config, rendered from the Helm values the way the chart's instance ConfigMap
   renders it, is validated against ``K8sRunLauncher.config_type()`` and then used to build a real
-  ``K8sRunLauncher`` and the exact ``V1Job`` it would submit for a shard run (and, with the GPU op
-  tag, for an ASR step), via ``construct_dagster_k8s_job``;
+  ``K8sRunLauncher`` and the exact ``V1Job`` it would submit for a shard run (and, with the op tags
+  of the ASR step of the definitions built from both settings ConfigMaps, for that step's pod),
+  via ``construct_dagster_k8s_job``;
+- those definitions: every job on ``k8s_job_executor``, the ASR step in pool ``audio_models_gpu``
+  with the ``dagster-k8s/config`` tag, and on a real instance the step waits for that pool's slot;
 - the rendered instance ``dagster.yaml`` passes Dagster's instance-config validation and carries the
   same queue/pool/retry settings as the repository's single-machine dagster.yaml;
 - Helm value keys are checked against the keys of the chart's schema models that we use, because
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,15 +31,30 @@ from typing import Any
 import kubernetes.client as k8s
 import pytest
 import yaml
+from dagster import Definitions
 from dagster._config import Shape, validate_config
+from dagster._core.execution.api import create_execution_plan
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.storage.dagster_run import DagsterRun
-from dagster_k8s import K8sRunLauncher
+from dagster_k8s import K8sRunLauncher, k8s_job_executor
 from dagster_k8s.container_context import K8sContainerContext
-from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY, construct_dagster_k8s_job, get_user_defined_k8s_config
+from dagster_k8s.job import (
+    USER_DEFINED_K8S_CONFIG_KEY,
+    USER_DEFINED_K8S_JOB_CONFIG_SCHEMA,
+    UserDefinedDagsterK8sConfig,
+    construct_dagster_k8s_job,
+    get_user_defined_k8s_config,
+)
 from dagster_k8s.models import k8s_snake_case_dict
 
-from audio_platform.settings import ENV_PREFIX, Settings, load_settings
+from audio_platform.definitions import build_definitions
+from audio_platform.defs.partitions import SHARDS
+from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY
+from audio_platform.defs.vad import MODEL_POOL
+from audio_platform.pipeline import prepare_instance
+from audio_platform.settings import ENV_PREFIX, K8S_CONFIG_TAG, K8S_STEP_CONFIG_KEYS, Settings, load_settings
+from audio_platform.storage.lake import Lake
+from audio_platform.storage.tables import AUDIO_FILES, SEGMENTS, TRANSCRIPTS
 from audio_platform_tests.conftest import REPO_ROOT
 
 K8S = REPO_ROOT / "k8s"
@@ -42,8 +62,7 @@ RELEASE = "dagster"
 NAMESPACE = "audio-platform"
 CPU_IMAGE_TAG = "0.1.0"
 GPU_POOL = "audio_models_gpu"
-# Settings the GPU example uses before audio_platform reads them (k8s/README.md, "GPU pool").
-PENDING_SETTINGS = {"EXECUTOR", "ASR_POOL", "ASR_K8S_CONFIG"}
+ASR_STEP = "transcribe_segments"
 
 # Keys of the chart's schema models (helm/dagster/schema/schema/charts/...) that these values may
 # use; `existingSecret` is passed through to the bitnami PostgreSQL subchart.
@@ -346,10 +365,47 @@ def test_a_shard_run_pod_gets_its_resources_volume_settings_and_a_non_root_user(
     assert job.metadata.labels["app.kubernetes.io/part-of"] == "audio-platform"
 
 
-def test_the_gpu_op_tag_puts_the_asr_step_on_a_gpu_node(launcher: K8sRunLauncher) -> None:
-    op_tag = GPU_SETTINGS["AUDIO_PLATFORM_ASR_K8S_CONFIG"]
-    assert set(json.loads(op_tag)) <= {"container_config", "pod_spec_config", "pod_template_spec_metadata"}
-    job = _job(launcher, _image(GPU), op_tags={USER_DEFINED_K8S_CONFIG_KEY: op_tag})
+@pytest.fixture(scope="module")
+def gpu_platform(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Definitions]:
+    """Settings and definitions as the GPU example's code server and run pods build them: both
+    settings ConfigMaps as the environment (only the home moved to a temporary folder)."""
+    home = tmp_path_factory.mktemp("gpu-home")
+    settings = load_settings({**SETTINGS, **GPU_SETTINGS, "AUDIO_PLATFORM_HOME": str(home)})
+    return settings, build_definitions(settings)
+
+
+def test_gpu_settings_give_the_asr_step_the_gpu_pool_its_op_tag_and_one_pod_per_step(
+    gpu_platform: tuple[Settings, Definitions],
+) -> None:
+    _, defs = gpu_platform
+    for job in defs.resolve_all_job_defs():
+        assert job.executor_def is k8s_job_executor, job.name
+    # The steps as the run worker's k8s_job_executor sees them: pool and tags of the plan's steps.
+    plan = create_execution_plan(defs.resolve_job_def("process_shard"))
+    asr = plan.get_step_by_key(ASR_STEP)
+    assert asr.pool == GPU_POOL
+    assert json.loads(asr.tags[USER_DEFINED_K8S_CONFIG_KEY]) == json.loads(
+        GPU_SETTINGS["AUDIO_PLATFORM_ASR_K8S_CONFIG"]
+    )
+    # What dagster_k8s's step handler makes of the tag (K8sStepHandler._get_container_context).
+    config = get_user_defined_k8s_config(asr.tags)
+    assert config.container_config["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert config.pod_spec_config["node_selector"] == {"nvidia.com/gpu.present": "true"}
+    assert config.pod_spec_config["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    # Every other step gets a plain pod from the run launcher's config; VAD stays in the CPU pool.
+    others = [step for step in plan.steps if step.key != ASR_STEP]
+    assert others and all(get_user_defined_k8s_config(step.tags) == UserDefinedDagsterK8sConfig() for step in others)
+    assert plan.get_step_by_key("vad_segments").pool == MODEL_POOL
+
+
+def test_the_asr_steps_op_tag_puts_its_pod_on_a_gpu_node(
+    launcher: K8sRunLauncher, gpu_platform: tuple[Settings, Definitions]
+) -> None:
+    _, defs = gpu_platform
+    step_tags = create_execution_plan(defs.resolve_job_def("process_shard")).get_step_by_key(ASR_STEP).tags
+    job = _job(launcher, _image(GPU), op_tags=step_tags)
     pod = job.spec.template.spec
     (container,) = pod.containers
     assert container.image.endswith("-cuda")
@@ -358,7 +414,57 @@ def test_the_gpu_op_tag_puts_the_asr_step_on_a_gpu_node(launcher: K8sRunLauncher
     assert [(t.key, t.operator, t.effect) for t in pod.tolerations] == [("nvidia.com/gpu", "Exists", "NoSchedule")]
     # Everything else a run pod has is still there (deep merge, not replacement).
     assert pod.volumes and container.env_from and pod.security_context.run_as_non_root
-    assert GPU_SETTINGS["AUDIO_PLATFORM_ASR_POOL"] == GPU_POOL
+
+
+def test_the_asr_step_queues_on_the_gpu_pool_of_a_real_instance(tmp_path: Path) -> None:
+    """The GPU settings on a local home and the repository's instance config (pools default to 1
+    slot), with `audio_models_gpu` at 1 slot held by another run: a shard run's ASR step waits for
+    exactly that pool, and runs once the slot frees. `audio_models` stays held by a third run
+    throughout, so an ASR step still in the CPU pool would never start (the watcher then frees
+    everything after a minute and the asserts fail). execute_in_process runs the steps in-process
+    (whatever the executor setting), but claims pool slots as every executor does."""
+    settings = load_settings({**GPU_SETTINGS, "AUDIO_PLATFORM_HOME": str(tmp_path / "home")})
+    defs = build_definitions(settings)
+    instance = prepare_instance(settings)
+    storage = instance.event_log_storage
+    assert storage.get_pool_config().default_pool_limit == 1  # dagster.yaml: audio_models has 1 slot
+    storage.set_concurrency_slots(MODEL_POOL, 1)
+    storage.set_concurrency_slots(GPU_POOL, 1)  # `dagster instance concurrency set audio_models_gpu 1`
+    assert storage.get_concurrency_info(GPU_POOL).slot_count == 1
+    assert storage.claim_concurrency_slot(GPU_POOL, "gpu-holder", ASR_STEP).is_claimed
+    assert storage.claim_concurrency_slot(MODEL_POOL, "cpu-holder", "vad_segments").is_claimed
+    shard = "gpu-pool-shard"
+    instance.add_dynamic_partitions(SHARDS, [shard])
+    lake = Lake(settings.lake_root)
+    for table in (AUDIO_FILES, SEGMENTS):  # an empty shard: the ASR step loads its model, decodes nothing
+        lake.write_table(table, shard, table.empty())
+
+    waiting: list[tuple[str, str]] = []
+
+    def release_when_the_asr_step_waits() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not waiting:
+            pending = storage.get_concurrency_info(GPU_POOL).pending_steps
+            waiting.extend((p.run_id, p.step_key) for p in pending if p.assigned_timestamp is None)
+            time.sleep(0.1)
+        storage.free_concurrency_slots_for_run("gpu-holder")
+        if not waiting:
+            storage.free_concurrency_slots_for_run("cpu-holder")
+
+    watcher = threading.Thread(target=release_when_the_asr_step_waits, daemon=True)
+    watcher.start()
+    try:
+        result = defs.resolve_job_def("process_shard").execute_in_process(
+            partition_key=shard, instance=instance, asset_selection=[TRANSCRIPTS_KEY, WORDS_KEY], raise_on_error=False
+        )
+    finally:
+        watcher.join()
+        storage.free_concurrency_slots_for_run("cpu-holder")
+    assert waiting == [(result.run_id, ASR_STEP)]
+    assert result.success
+    assert lake.read(TRANSCRIPTS.name, shard).height == 0
+    # The run's slot is back: the pool is free for the next run.
+    assert storage.get_concurrency_info(GPU_POOL).active_slot_count == 0
 
 
 def test_the_gpu_overlay_changes_only_the_image_and_adds_its_configmap() -> None:
@@ -373,12 +479,20 @@ def test_the_gpu_overlay_changes_only_the_image_and_adds_its_configmap() -> None
 
 def test_settings_configmaps_hold_valid_platform_settings() -> None:
     known = {f.upper() for f in Settings.__dataclass_fields__}
-    for data, pending in ((SETTINGS, set()), ({**SETTINGS, **GPU_SETTINGS}, PENDING_SETTINGS)):
+    for data in (SETTINGS, {**SETTINGS, **GPU_SETTINGS}):
         names = {key.removeprefix(ENV_PREFIX) for key in data}
         assert all(key.startswith(ENV_PREFIX) for key in data)
-        assert names - known <= pending
-        settings = load_settings({k: v for k, v in data.items() if k.removeprefix(ENV_PREFIX) in known})
+        assert names <= known, f"not read by audio_platform: {names - known}"
+        settings = load_settings(data)
         assert str(settings.home) == data["AUDIO_PLATFORM_HOME"]
+    assert (settings.executor, settings.asr_pool) == ("k8s", GPU_POOL)
+
+
+def test_the_op_tag_settings_speak_dagster_k8s_terms() -> None:
+    # settings.py validates AUDIO_PLATFORM_ASR_K8S_CONFIG without importing dagster_k8s: its key
+    # list must be the one dagster_k8s validates the tag against.
+    assert K8S_CONFIG_TAG == USER_DEFINED_K8S_CONFIG_KEY
+    assert set(K8S_STEP_CONFIG_KEYS) == set(USER_DEFINED_K8S_JOB_CONFIG_SCHEMA.fields)
 
 
 def test_secrets_are_referenced_by_name_only() -> None:

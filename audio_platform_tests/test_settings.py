@@ -54,3 +54,47 @@ def test_prices_for_cost_estimates_reach_the_metering_resource(tmp_path):
     assert (metering.price_per_cpu_hour, metering.price_per_gpu_hour) == (0.045, 2.5)
     with pytest.raises(ValueError, match="prices must be >= 0"):
         Settings(home=Path(tmp_path), price_per_cpu_hour=-0.01)
+
+
+def test_executor_and_asr_pool_defaults_and_validation(tmp_path):
+    from audio_platform.defs.vad import MODEL_POOL
+
+    settings = load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path)})
+    assert (settings.executor, settings.asr_pool, settings.asr_k8s_config) == ("multiprocess", MODEL_POOL, None)
+    assert settings.asr_op_tags == {}
+    assert load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_EXECUTOR": "k8s"}).executor == "k8s"
+    with pytest.raises(ValueError, match=r"AUDIO_PLATFORM_EXECUTOR must be one of multiprocess, k8s, got 'celery'"):
+        load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_EXECUTOR": "celery"})
+    with pytest.raises(ValueError, match="AUDIO_PLATFORM_ASR_POOL"):
+        Settings(home=tmp_path, asr_pool=" ")
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        ('{"container_config": ', "AUDIO_PLATFORM_ASR_K8S_CONFIG is not valid JSON"),
+        ('["container_config"]', "AUDIO_PLATFORM_ASR_K8S_CONFIG must be a JSON object, got list"),
+        ('{"pod_spec": {}}', r"AUDIO_PLATFORM_ASR_K8S_CONFIG: unknown keys \['pod_spec'\]; dagster-k8s accepts"),
+        ('{"container_config": "gpu"}', "container_config must be a JSON object, got str"),
+        ('{"merge_behavior": "MERGE"}', "merge_behavior must be DEEP or SHALLOW"),
+    ],
+)
+def test_asr_k8s_config_errors_name_the_variable(tmp_path, raw, error):
+    env = {"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_EXECUTOR": "k8s", "AUDIO_PLATFORM_ASR_K8S_CONFIG": raw}
+    with pytest.raises(ValueError, match=error):
+        load_settings(env)
+
+
+def test_asr_k8s_config_becomes_the_dagster_k8s_op_tag_and_needs_the_k8s_executor(tmp_path):
+    raw = '{"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}, "merge_behavior": "DEEP"}'
+    env = {"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_ASR_K8S_CONFIG": raw}
+    # Without per-step pods nothing would read the tag: refuse rather than silently ignore it.
+    with pytest.raises(ValueError, match="AUDIO_PLATFORM_ASR_K8S_CONFIG needs AUDIO_PLATFORM_EXECUTOR=k8s"):
+        load_settings(env)
+    settings = load_settings({**env, "AUDIO_PLATFORM_EXECUTOR": "k8s"})
+    assert settings.asr_op_tags == {
+        "dagster-k8s/config": {
+            "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+            "merge_behavior": "DEEP",
+        }
+    }

@@ -95,7 +95,11 @@ class AsrResource(ConfigurableResource):
     device: str = Field(default="auto", description="AUDIO_PLATFORM_ASR_DEVICE: cpu, cuda or auto.")
     compute_type: str = Field(default="default", description="AUDIO_PLATFORM_ASR_COMPUTE_TYPE (CTranslate2).")
     beam_size: int = Field(default=1, description="AUDIO_PLATFORM_ASR_BEAM_SIZE: decoder beam width.")
-    batch_size: int = Field(default=8, description="AUDIO_PLATFORM_ASR_BATCH_SIZE: segments decoded together.")
+    batch_size: int = Field(
+        default=0,
+        description="AUDIO_PLATFORM_ASR_BATCH_SIZE: 30-s windows decoded together; 0 = automatic "
+        "(4 on CPU; on CUDA fitted to free GPU memory, halved on out-of-memory).",
+    )
     cpu_threads: int = Field(default=0, description="AUDIO_PLATFORM_ASR_CPU_THREADS: 0 = automatic.")
     language: str | None = Field(default="en", description="Language to transcribe; null: detect per segment.")
 

@@ -1,6 +1,7 @@
 """transcripts + words: faster-whisper over each file's VAD segments (packed, batched)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -9,6 +10,7 @@ from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
+    AssetsDefinition,
     AssetSpec,
     MaterializeResult,
     asset_check,
@@ -34,28 +36,7 @@ def _batches(items: list[pl.DataFrame], size: int) -> Iterator[list[pl.DataFrame
         yield items[start : start + size]
 
 
-@multi_asset(
-    specs=[
-        AssetSpec(
-            TRANSCRIPTS_KEY,
-            deps=[vad_segments],
-            group_name="speech",
-            kinds={"python", "parquet"},
-            description="One row per segment: text, language, avg_logprob, no_speech_prob, "
-            "compression_ratio, ASR model. Table: transcripts.",
-        ),
-        AssetSpec(
-            WORDS_KEY,
-            deps=[vad_segments],
-            group_name="speech",
-            kinds={"python", "parquet"},
-            description="One row per recognized word with start/end in file time and probability. Table: words.",
-        ),
-    ],
-    partitions_def=shard_partitions,
-    pool=MODEL_POOL,
-    retry_policy=IO_RETRY,
-)
+# The op of build_transcription_asset; its name is the stage name in metering (stage_runs, metrics).
 def transcribe_segments(
     context: AssetExecutionContext, storage: PlatformStorage, asr: AsrResource, metering: MeteringResource
 ) -> Iterator[MaterializeResult]:
@@ -131,6 +112,35 @@ def transcribe_segments(
     )
     yield MaterializeResult(asset_key=TRANSCRIPTS_KEY, metadata=metadata)
     yield MaterializeResult(asset_key=WORDS_KEY, metadata=metadata)
+
+
+def build_transcription_asset(pool: str = MODEL_POOL, op_tags: Mapping[str, Any] | None = None) -> AssetsDefinition:
+    """The `transcripts`/`words` multi-asset (op `transcribe_segments`) in Dagster pool ``pool``, with
+    ``op_tags`` on its step: build_definitions passes AUDIO_PLATFORM_ASR_POOL and the
+    `dagster-k8s/config` tag from AUDIO_PLATFORM_ASR_K8S_CONFIG (k8s_job_executor: the step's own pod)."""
+    return multi_asset(
+        specs=[
+            AssetSpec(
+                TRANSCRIPTS_KEY,
+                deps=[vad_segments],
+                group_name="speech",
+                kinds={"python", "parquet"},
+                description="One row per segment: text, language, avg_logprob, no_speech_prob, "
+                "compression_ratio, ASR model. Table: transcripts.",
+            ),
+            AssetSpec(
+                WORDS_KEY,
+                deps=[vad_segments],
+                group_name="speech",
+                kinds={"python", "parquet"},
+                description="One row per recognized word with start/end in file time and probability. Table: words.",
+            ),
+        ],
+        partitions_def=shard_partitions,
+        pool=pool,
+        op_tags=dict(op_tags) if op_tags else None,
+        retry_policy=IO_RETRY,
+    )(transcribe_segments)
 
 
 @asset_check(asset=TRANSCRIPTS_KEY, partitions_def=shard_partitions, blocking=True)
