@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,20 @@ def test_round_trip_and_empty_file(tmp_path: Path) -> None:
     cache.write("cd" * 32, [])
     assert cache.load("cd" * 32).size == 0
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_killed_writers_temp_file_is_swept_once_stale(tmp_path: Path) -> None:
+    cache = PcmCache(tmp_path)
+    folder = cache.path(FILE_ID).parent
+    folder.mkdir(parents=True)
+    stale, fresh = folder / f".{FILE_ID}.dead.tmp", folder / f".{FILE_ID}.writing.tmp"
+    stale.write_bytes(b"\0" * 64)
+    fresh.write_bytes(b"\0" * 64)
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    cache.write(FILE_ID, [np.zeros(16, dtype=np.float32)])
+    assert not stale.exists()
+    assert fresh.exists()  # may belong to a writer still running
 
 
 def test_released_pages_leave_the_process_and_read_back_unchanged(tmp_path: Path) -> None:
