@@ -32,7 +32,7 @@ _CATEGORY_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("too_long", ("longer than the configured maximum",)),
     ("truncated", ("truncated",)),
     ("unsupported", ("unsupported ", "invalid channel count", "no audio stream", "sample rate changes")),
-    ("changed", ("file vanished", "file was deleted", "file changed")),
+    ("changed", ("file vanished", "file was deleted", "file was replaced", "file changed")),
     ("unsafe_path", ("path resolves outside", "broken symlink", "symlink loop", "not a regular file", "file name")),
     ("unreadable", ("unreadable:", "cannot stat", "cannot read", "cannot resolve", "read failed")),
     ("corrupt", ("corrupt ", "malformed ", "unreadable ", "cannot decode", "contains NaN")),
@@ -81,21 +81,27 @@ def _quarantine(source: Path, rel_path: str, reason: str, **known: object) -> In
     )
 
 
-def _unsafe_location(source: Path, drop_root: Path) -> str | None:
-    """Reason to refuse a path that escapes the drop (symlink or ``..``), else None."""
+def _resolve_inside(source: Path, drop_root: Path) -> tuple[Path, str | None]:
+    """The symlink-free path of ``source`` and a reason to refuse it if it escapes the drop
+    (symlink or ``..``), else None.
+
+    Every later read goes through the resolved path, never through ``source``: a symlink swapped
+    after this check then cannot redirect the read. A directory of the resolved path swapped for a
+    symlink still could, which the identity check of :func:`_changed_since` catches afterwards.
+    """
     try:
         resolved = source.resolve(strict=True)
     except FileNotFoundError:
-        return "broken symlink: its target does not exist"
+        return source, "broken symlink: its target does not exist"
     except RuntimeError:  # Python < 3.13 reports a loop this way; 3.13 raises OSError(ELOOP)
-        return "symlink loop: the path never resolves to a file"
+        return source, "symlink loop: the path never resolves to a file"
     except OSError as err:
         if err.errno == errno.ELOOP:
-            return "symlink loop: the path never resolves to a file"
-        return f"cannot resolve path: {err.strerror or err}"
+            return source, "symlink loop: the path never resolves to a file"
+        return source, f"cannot resolve path: {err.strerror or err}"
     if not resolved.is_relative_to(drop_root.resolve()):
-        return f"path resolves outside the drop root ({resolved}); refusing to read it"
-    return None
+        return resolved, f"path resolves outside the drop root ({resolved}); refusing to read it"
+    return resolved, None
 
 
 def _file_kind(mode: int) -> str:
@@ -109,6 +115,8 @@ def _changed_since(source: Path, before: os.stat_result) -> str | None:
         after = source.stat()
     except FileNotFoundError:
         return "file was deleted while it was being processed"
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+        return "file was replaced while it was being processed (path now names another file); re-drop it"
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         return "file changed while it was being processed; re-drop it"
     return None
@@ -140,15 +148,18 @@ def inventory_file(
     except OSError as err:
         return _quarantine(source, rel_path, f"cannot stat file: {err.strerror or err}")
 
-    unsafe = _unsafe_location(source, drop_root)
+    resolved, unsafe = _resolve_inside(source, drop_root)
     if unsafe:
         return _quarantine(source, rel_path, unsafe)
-    target_stat = source.stat() if stat.S_ISLNK(before.st_mode) else before
+    try:
+        target_stat = resolved.stat() if stat.S_ISLNK(before.st_mode) else before
+    except FileNotFoundError:
+        return _quarantine(source, rel_path, "file vanished before it could be read")
     if not stat.S_ISREG(target_stat.st_mode):
         return _quarantine(source, rel_path, f"not a regular file: {_file_kind(target_stat.st_mode)}")
     size = target_stat.st_size
     try:
-        file_id = content_hash(source)
+        file_id = content_hash(resolved)
     except PermissionError:
         return _quarantine(source, rel_path, "unreadable: permission denied", bytes=size)
     except OSError as err:
@@ -172,14 +183,14 @@ def inventory_file(
 
     decoded_here = not cache.has(file_id)
     try:
-        info = probe_audio(source)
+        info = probe_audio(resolved)
         if decoded_here:
-            samples = cache.write(file_id, stream_mono_16k(source, max_duration_s=max_duration_s))
+            samples = cache.write(file_id, stream_mono_16k(resolved, max_duration_s=max_duration_s))
         else:
             samples = cache.samples(file_id)
     except (UnsupportedAudioError, OSError) as err:
         # A file replaced or deleted mid-read fails to decode for that reason, not for its content.
-        changed = _changed_since(source, target_stat)
+        changed = _changed_since(resolved, target_stat)
         if changed:
             return _quarantine(source, rel_path, changed, file_id=file_id, bytes=size)
         if isinstance(err, UnsupportedAudioError):
@@ -195,7 +206,7 @@ def inventory_file(
         "channels": info.channels,
         "duration_s": samples / SAMPLE_RATE,
     }
-    changed = _changed_since(source, target_stat)
+    changed = _changed_since(resolved, target_stat)
     if changed:
         if decoded_here:
             # What was decoded may be newer content than the hash names: never cache it under that hash.

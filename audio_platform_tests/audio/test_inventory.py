@@ -197,6 +197,42 @@ def test_cached_audio_survives_a_change_it_did_not_come_from(env, monkeypatch):
     assert cache.has(first.file_id), "audio cached by an earlier, consistent run must stay"
 
 
+def test_symlink_swapped_after_the_safety_check_cannot_redirect_the_read(env, tmp_path, monkeypatch):
+    drop, _, run = env
+    _tone(drop / "real.wav", seconds=1.0)
+    (drop / "link.wav").symlink_to(drop / "real.wav")
+    outside = tmp_path / "outside.wav"
+    _tone(outside, seconds=2.0)
+
+    def retarget(path):
+        (drop / "link.wav").unlink()
+        (drop / "link.wav").symlink_to(outside)
+
+    _tamper_after_hashing(monkeypatch, retarget)
+    record = run("link.wav")
+    # Read through the path resolved at check time: the checked file's audio, never the outside one.
+    assert record.status == OK and record.duration_s == pytest.approx(1.0, abs=0.01)
+
+
+def test_folder_swapped_for_a_symlink_mid_read_is_quarantined_and_not_cached(env, tmp_path, monkeypatch):
+    drop, cache, run = env
+    (drop / "sub").mkdir()
+    _tone(drop / "sub" / "a.wav", seconds=1.0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _tone(elsewhere / "a.wav", seconds=1.0, rate=16000)
+
+    def swap_folder(path):
+        (drop / "sub").rename(drop / "sub-old")
+        (drop / "sub").symlink_to(elsewhere, target_is_directory=True)
+
+    _tamper_after_hashing(monkeypatch, swap_folder)
+    record = run("sub/a.wav")
+    assert record.status == QUARANTINED
+    assert record.reason.startswith("file was replaced while it was being processed")
+    assert not cache.has(record.file_id), "audio read from outside the drop must not be kept"
+
+
 def test_name_that_is_not_utf8(env):
     drop, _, run = env
     (drop / os.fsdecode(b"bad\xff.wav")).write_bytes(b"RIFF")
@@ -220,6 +256,7 @@ REASON_CATEGORIES = [
     ("unsupported sample rate: 2000 Hz (supported 4000-384000 Hz)", "unsupported"),
     ("file changed while it was being processed; re-drop it", "changed"),
     ("file vanished before it could be read", "changed"),
+    ("file was replaced while it was being processed (path now names another file); re-drop it", "changed"),
     ("path resolves outside the drop root (/etc/passwd); refusing to read it", "unsafe_path"),
     ("not a regular file: a named pipe", "unsafe_path"),
     ("unreadable: permission denied", "unreadable"),
