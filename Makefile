@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-install when the pins change; the stamp name carries a hash of both pin files.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-lock.txt | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint docs bench clean
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check audio_platform audio_platform_tests benchmarks
 	$(BIN)/mypy
+
+# docs/tables.md and docs/configuration.md from the code (a test fails while they are stale).
+docs: setup
+	$(BIN)/python -m audio_platform.reference
 
 # Platform vs plain faster-whisper scripts on ../shared/corpus; writes docs/benchmarks.md (8-13 min).
 bench: setup

@@ -5,7 +5,6 @@ No run is launched by the test: it only copies files into the inbox and polls Du
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 from audio_platform.pipeline import prepare_instance
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
-from audio_platform_tests.conftest import CORPUS, requires_corpus
+from audio_platform_tests.conftest import CORPUS, requires_corpus, stop_process_group
 
 pytestmark = [pytest.mark.e2e, requires_corpus]
 
@@ -108,8 +107,4 @@ def test_daemon_turns_inbox_drops_into_curated_rows(tmp_path):
         assert {status[rel] for rel in NEW_IN_SECOND} == {"ok"}
         assert all("drop-a" in d for d in drop_b.filter(pl.col("status") == "duplicate")["duplicate_of"])
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_process_group(daemon)
