@@ -78,12 +78,22 @@ def distributions_figure(columns: Mapping[str, Sequence[float] | np.ndarray], *,
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
         if finite.size:
-            ax.hist(finite, bins=bins, color="#55a868")
+            ax.hist(finite, bins=_even_edges(finite, bins).tolist(), color="#55a868")
         else:
             _no_data(ax)
     for ax in axes[len(columns) :]:
         ax.set_visible(False)
     return figure
+
+
+def _even_edges(finite: np.ndarray, bins: int) -> np.ndarray:
+    """``bins`` equal bins over the data's range, widened to one unit around a (nearly) constant
+    column: numpy refuses to split a range narrower than float resolution (e.g. two scores that
+    differ in the 16th digit) into finite bins."""
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi - lo <= 1e-9 * max(1.0, abs(lo), abs(hi)):
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, bins + 1)
 
 
 def yield_figure(shards: Sequence[str], curated: Sequence[int], candidates: Sequence[int]) -> Figure:

@@ -62,6 +62,14 @@ def test_distributions_draw_one_panel_per_column() -> None:
     assert_renders(figure)
 
 
+def test_constant_and_nearly_constant_columns_still_plot() -> None:
+    # Seen on a real shard: scores differing only in the 16th digit made numpy refuse to bin them.
+    columns = {"constant": [5.0, 5.0, 5.0], "float_noise": [0.7, 0.7 + 1e-16, 0.7 - 1e-16], "large": [1e12, 1e12]}
+    figure = distributions_figure(columns, title="scores", bins=20)
+    assert [sum(bar_heights(figure, i)) for i in range(3)] == [3, 3, 2]
+    assert_renders(figure)
+
+
 def test_yield_is_the_curated_share_of_each_shard() -> None:
     figure = yield_figure(["a-0000", "a-0001", "a-0002"], [3, 0, 5], [4, 0, 5])
     assert bar_heights(figure) == pytest.approx([0.75, 0.0, 1.0])
