@@ -105,7 +105,8 @@ class StageMeter:
             "gpu_seconds": MetadataValue.float(round(usage.gpu_s, 3)),
             "real_time_factor": MetadataValue.float(round(usage.real_time_factor, 2)),
             "peak_rss_mb": MetadataValue.float(round(usage.peak_rss_mb, 1)),
-            "estimated_cost": MetadataValue.float(float(row["estimated_cost"][0])),
+            # Micro-cents resolve a small shard; more digits are float noise in the UI.
+            "estimated_cost": MetadataValue.float(round(float(row["estimated_cost"][0]), 8)),
         }
         named = {"files": files, "segments": segments}
         named |= {f"{failure_label}_{category}": n for category, n in (failures or {}).items()}
