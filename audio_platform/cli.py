@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -319,10 +321,15 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK:
         print(f"warning: metrics on {args.host}: anyone who can reach it can read them", file=sys.stderr)
     print(f"Prometheus metrics on http://{args.host}:{server.server_port}/metrics", flush=True)
-    try:
-        thread.join()
-    except KeyboardInterrupt:
-        server.shutdown()
+    stop = threading.Event()
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: stop.set())
+    # Kubernetes stops the pod with SIGTERM; a parent process may have left it blocked for us.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    while thread.is_alive() and not stop.wait(timeout=1.0):
+        continue
+    server.shutdown()
+    server.server_close()
     return 0
 
 

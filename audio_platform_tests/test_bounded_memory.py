@@ -55,6 +55,11 @@ SAMPLES_16K = 16000
 ASR_ASSETS = "transcripts,words"
 INVENTORY_GROWTH_BOUND = 40 << 20
 ASR_GROWTH_BOUND = 100 << 20
+# Absolute ceiling for any one stage's process on the 25-min file. The issue asks for "far below
+# 2 GB" on a two-hour file; the stage peaks do not grow with duration (the bounds above), so the
+# 25-min peak is the two-hour peak. Measured: inventory 358, VAD 428, ASR 874 MiB (ASR = Python,
+# Dagster, CTranslate2 and the tiny.en model, plus batch-of-4 encoder buffers).
+STAGE_PEAK_BOUND = 1280 << 20
 VAD_BYTES_PER_SAMPLE_BOUND = 4
 CLIPS = [
     "audio/ljspeech/LJ050-0164.wav",
@@ -140,3 +145,8 @@ def test_vad_memory_is_a_few_bytes_per_sample(peaks: dict[tuple[str, int], int])
 def test_asr_memory_does_not_grow_with_the_duration(peaks: dict[tuple[str, int], int]) -> None:
     growth = peaks[(ASR_ASSETS, LONG_S)] - peaks[(ASR_ASSETS, SHORT_S)]
     assert growth < ASR_GROWTH_BOUND, f"ASR peak grew {growth / 2**20:.0f} MiB for 20 more minutes"
+
+
+def test_every_stage_peaks_far_below_two_gigabytes(peaks: dict[tuple[str, int], int]) -> None:
+    over = {f"{asset} {seconds}s": rss >> 20 for (asset, seconds), rss in peaks.items() if rss >= STAGE_PEAK_BOUND}
+    assert not over, f"stage peaks (MiB) over {STAGE_PEAK_BOUND >> 20} MiB: {over}"

@@ -177,7 +177,11 @@ def exporter(processed: Processed) -> Iterator[str]:
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            # It stops cleanly on SIGTERM (how Kubernetes stops its pod), even if inherited blocked.
+            assert process.wait(timeout=30) == 0
+        finally:
+            process.kill()  # no-op once it has exited
 
 
 def test_exporter_serves_metrics_from_the_lake(processed: Processed, exporter: str) -> None:
