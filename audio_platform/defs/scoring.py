@@ -21,7 +21,7 @@ from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import CurationResource, PlatformStorage
 from audio_platform.defs.transcription import TRANSCRIPTS_KEY
-from audio_platform.observability.plots import distributions_figure, figure_png, markdown_image
+from audio_platform.observability.plots import chart_markdown, distributions_figure
 from audio_platform.storage.tables import SEGMENTS, TRANSCRIPTS
 
 SEGMENT_SCORES = "segment_scores"
@@ -70,11 +70,13 @@ def segment_scores(
     storage.lake.write(SEGMENT_SCORES, shard, scores)
     meter.audio_s = float(scores["duration_s"].sum()) if scores.height else 0.0
     plotted = [*(c.name for c in curation.criteria()), "topsis_score"]
-    distributions = distributions_figure(
-        {name: scores[name].to_numpy() for name in plotted},
-        title=f"criteria and TOPSIS score ({scores.height} segments)",
+    distributions_md = chart_markdown(
+        lambda: distributions_figure(
+            {name: scores[name].to_numpy() for name in plotted},
+            title=f"criteria and TOPSIS score ({scores.height} segments)",
+        ),
+        "score distributions",
     )
-    distributions_md = markdown_image(figure_png(distributions), "score distributions")
     summary = scores.select(
         pl.col("topsis_score").mean().fill_null(0.0).alias("mean"),
         pl.col("topsis_score").median().fill_null(0.0).alias("median"),

@@ -18,7 +18,7 @@ from audio_platform.defs.ingest import IO_RETRY, raw_audio_files
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import PlatformStorage, VadResource
-from audio_platform.observability.plots import figure_png, histogram_figure, markdown_image
+from audio_platform.observability.plots import chart_markdown, histogram_figure
 from audio_platform.storage.tables import AUDIO_FILES, SEGMENTS
 
 # The heavy model stages share one pool so that concurrent shard runs cannot oversubscribe cores.
@@ -60,11 +60,14 @@ def vad_segments(
     storage.lake.write_table(SEGMENTS, shard, frame)
     speech_s = float(frame["duration_s"].sum()) if frame.height else 0.0
     # 1-s bins up to the longest segment VAD may emit: the same axis on every shard.
-    durations = histogram_figure(
-        frame["duration_s"].to_numpy(),
-        np.arange(0.0, vad.max_segment_s + 1.0, 1.0),
-        title="segment durations",
-        xlabel="seconds",
+    durations = chart_markdown(
+        lambda: histogram_figure(
+            frame["duration_s"].to_numpy(),
+            np.arange(0.0, vad.max_segment_s + 1.0, 1.0),
+            title="segment durations",
+            xlabel="seconds",
+        ),
+        "segment durations",
     )
     return MaterializeResult(
         metadata=meter.finish(
@@ -73,7 +76,7 @@ def vad_segments(
                 "files_without_speech": files_without_speech,
                 "speech_seconds": round(speech_s, 3),
                 "speech_ratio": round(speech_s / meter.audio_s, 4) if meter.audio_s else 0.0,
-                "segment_durations": MetadataValue.md(markdown_image(figure_png(durations), "segment durations")),
+                "segment_durations": MetadataValue.md(durations),
             },
             files=files.height,
             segments=frame.height,

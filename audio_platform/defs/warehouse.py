@@ -10,7 +10,7 @@ from audio_platform.defs.resources import PlatformStorage
 from audio_platform.defs.scoring import segment_scores
 from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY
 from audio_platform.defs.vad import vad_segments
-from audio_platform.observability.plots import figure_png, markdown_image, yield_figure
+from audio_platform.observability.plots import chart_markdown, yield_figure
 from audio_platform.storage.tables import LAKE_TABLES
 from audio_platform.storage.warehouse import query, rebuild_warehouse
 
@@ -47,8 +47,12 @@ def warehouse(
     for table in tables:
         context.log.info(f"{table.name}: {table.rows} rows in {table.shards} partition(s)")
     per_shard = query(storage.warehouse_path, YIELD_SQL)
-    chart = yield_figure(per_shard["shard"].to_list(), per_shard["curated"].to_list(), per_shard["segments"].to_list())
-    chart_md = markdown_image(figure_png(chart), "curated yield per shard")
+    chart_md = chart_markdown(
+        lambda: yield_figure(
+            per_shard["shard"].to_list(), per_shard["curated"].to_list(), per_shard["segments"].to_list()
+        ),
+        "curated yield per shard",
+    )
     return MaterializeResult(
         metadata=meter.finish(
             storage.lake,

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -24,6 +25,7 @@ DPI = 80
 # Shard keys are readable below this many bars; above it the axis only shows positions.
 MAX_LABELLED_BARS = 30
 _PANEL_COLUMNS = 4
+_log = logging.getLogger(__name__)
 
 
 def figure_png(figure: Figure) -> bytes:
@@ -36,6 +38,19 @@ def figure_png(figure: Figure) -> bytes:
 def markdown_image(png: bytes, alt: str) -> str:
     """Markdown that the Dagster UI renders inline (``MetadataValue.md``): a data-URI image."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+def chart_markdown(build: Callable[[], Figure], alt: str) -> str:
+    """``build()``'s figure as inline Markdown, or a one-line note if drawing it fails.
+
+    Charts decorate a stage whose data is already written: a plotting bug (numpy once refused to
+    bin a nearly constant column) must cost the chart, never fail the shard.
+    """
+    try:
+        return markdown_image(figure_png(build()), alt)
+    except Exception as err:  # any plotting failure; the stage's outputs stand
+        _log.warning("chart %r not drawn: %s", alt, err, exc_info=True)
+        return f"*{alt}: chart not drawn ({type(err).__name__}: {err})*"
 
 
 def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from audio_platform.observability.plots import (
     DPI,
+    chart_markdown,
     confusion_matrix_figure,
     distributions_figure,
     figure_png,
@@ -103,3 +104,14 @@ def test_markdown_image_embeds_the_png() -> None:
     markdown = markdown_image(png, "cm")
     assert markdown.startswith("![cm](data:image/png;base64,") and markdown.endswith(")")
     assert base64.b64decode(markdown.split(",", 1)[1][:-1]) == png
+
+
+def test_a_chart_that_fails_to_draw_becomes_a_note_not_an_error() -> None:
+    def broken() -> Figure:
+        raise ValueError("Too many bins for data range")
+
+    assert chart_markdown(broken, "score distributions") == (
+        "*score distributions: chart not drawn (ValueError: Too many bins for data range)*"
+    )
+    drawn = chart_markdown(lambda: yield_figure(["a-0000"], [1], [2]), "yield")
+    assert drawn.startswith("![yield](data:image/png;base64,")
