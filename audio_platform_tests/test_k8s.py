@@ -47,6 +47,7 @@ from dagster_k8s.job import (
 )
 from dagster_k8s.models import k8s_snake_case_dict
 
+from audio_platform.cli import build_parser
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.partitions import SHARDS
 from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY
@@ -272,16 +273,43 @@ def test_every_yaml_in_k8s_parses_into_mappings() -> None:
         assert docs and all(isinstance(doc, dict) for doc in docs), path.name
 
 
-@pytest.mark.parametrize("name", ["platform-resources.yaml", "gpu-settings.yaml"])
+@pytest.mark.parametrize("name", ["platform-resources.yaml", "gpu-settings.yaml", "metrics-exporter.yaml"])
 def test_kubernetes_objects_match_the_api_models(name: str) -> None:
-    models = {"ConfigMap": k8s.V1ConfigMap, "PersistentVolumeClaim": k8s.V1PersistentVolumeClaim}
+    models = {
+        "ConfigMap": k8s.V1ConfigMap,
+        "PersistentVolumeClaim": k8s.V1PersistentVolumeClaim,
+        "Deployment": k8s.V1Deployment,
+        "Service": k8s.V1Service,
+    }
     for doc in _documents(K8S / name):
         assert doc["kind"] in models, f"{name}: no secrets or unexpected kinds in k8s/ ({doc['kind']})"
         k8s_snake_case_dict(models[doc["kind"]], doc)  # raises on any key the API does not have
         if doc["kind"] == "ConfigMap":
             assert all(isinstance(v, str) for v in doc["data"].values()), "ConfigMap values must be strings"
-        else:
+        elif doc["kind"] == "PersistentVolumeClaim":
             assert doc["spec"]["accessModes"] == ["ReadWriteMany"], "all pods share the platform volume"
+
+
+def test_the_metrics_exporter_runs_the_cli_from_the_user_code_image_behind_a_scraped_service() -> None:
+    deployment, service = _documents(K8S / "metrics-exporter.yaml")
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    image = _deployment(BASE)["image"]
+    assert container["image"] == f"{image['repository']}:{image['tag']}", "same code as the code server"
+    assert container["command"][0] == "audio-platform"
+    args = build_parser().parse_args(container["command"][1:])  # the real CLI accepts it
+    assert args.command == "metrics"
+    (port,) = container["ports"]
+    assert int(args.port) == port["containerPort"] == int(service["metadata"]["annotations"]["prometheus.io/port"])
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert f"{args.dagster_home}/dagster.yaml" in mounts, "the chart's instance config (run counts)"
+    assert any(path.startswith("/data") for path in mounts), "the warehouse on the shared volume"
+    refs = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
+    assert refs == {"audio-platform-settings", "audio-platform-secrets"}
+    assert {"requests", "limits"} <= set(container["resources"]) and pod["spec"]["securityContext"]["runAsNonRoot"]
 
 
 def test_helm_value_keys_exist_in_the_chart() -> None:
