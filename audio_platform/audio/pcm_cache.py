@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import mmap
 import os
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from audio_platform.storage.temp_files import remove_stale_temps
+
 SAMPLE_RATE = 16000
 _DTYPE = np.dtype("<f4")
 _PAGE = mmap.PAGESIZE
 _TEMP_SUFFIX = ".tmp"
-# A temp file this old belongs to a writer that was killed; newer ones may be in flight.
-_STALE_TEMP_AGE_S = 3600.0
 
 
 class PcmCache:
@@ -39,7 +38,8 @@ class PcmCache:
         """Stream ``blocks`` into the cache atomically; return the number of samples written."""
         target = self.path(file_id)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(target.parent)
+        # Decoding a long file can write GBs that a killed writer would leave forever.
+        remove_stale_temps(target.parent, f".*{_TEMP_SUFFIX}")
         temp = target.parent / f".{file_id}.{uuid.uuid4().hex}{_TEMP_SUFFIX}"
         samples = 0
         try:
@@ -64,17 +64,6 @@ class PcmCache:
 
     def samples(self, file_id: str) -> int:
         return self.path(file_id).stat().st_size // _DTYPE.itemsize
-
-
-def _remove_stale_temps(folder: Path) -> None:
-    """Delete what killed writers left: decoding a long file can write GBs that no one would free."""
-    now = time.time()
-    for temp in folder.glob(f".*{_TEMP_SUFFIX}"):
-        try:
-            if now - temp.stat().st_mtime > _STALE_TEMP_AGE_S:
-                temp.unlink()
-        except FileNotFoundError:
-            continue
 
 
 def release_pages(audio: np.ndarray, start: int = 0, stop: int | None = None) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import os
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,13 +24,12 @@ from upath import UPath
 
 from audio_platform.storage.object_store import STORAGE_OPTIONS, is_object_store
 from audio_platform.storage.tables import Table
+from audio_platform.storage.temp_files import remove_stale_temps
 
 DATA_FILE = "data.parquet"
 SCHEMA_DIR = "_schema"
 _SHARD_PREFIX = "shard="
 _TEMP_PREFIX = ".tmp-"
-# A temp file this old belongs to a writer that was killed; newer ones may be in flight.
-_STALE_TEMP_AGE_S = 3600.0
 
 
 class Lake:
@@ -131,7 +129,7 @@ class Lake:
 
 def _write_atomically(target: Path, frame: pl.DataFrame) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(target.parent)
+    remove_stale_temps(target.parent, f"{_TEMP_PREFIX}*")
     temp = target.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
     try:
         frame.write_parquet(temp, compression="zstd", statistics=True)
@@ -140,13 +138,3 @@ def _write_atomically(target: Path, frame: pl.DataFrame) -> None:
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
-
-
-def _remove_stale_temps(folder: Path) -> None:
-    now = time.time()
-    for temp in folder.glob(f"{_TEMP_PREFIX}*"):
-        try:
-            if now - temp.stat().st_mtime > _STALE_TEMP_AGE_S:
-                temp.unlink()
-        except FileNotFoundError:
-            continue
