@@ -7,12 +7,12 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, DagsterRunStatus, Definitions, ExecuteInProcessResult, RunsFilter
+from dagster import DagsterInstance, DagsterRunStatus, Definitions, JobDefinition, RunsFilter
 
 from audio_platform.defs.partitions import SHARDS
 from audio_platform.defs.registration import register_drop
@@ -109,10 +109,14 @@ def run_status_counts(instance: DagsterInstance) -> dict[str, int]:
 
 
 @dataclass
-class DropRunReport:
-    plan: DropPlan
+class ShardJobReport:
     failed_shards: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class DropRunReport(ShardJobReport):
+    plan: DropPlan
     wall_s: float = 0.0
     summary: dict[str, float] = field(default_factory=dict)
 
@@ -141,13 +145,30 @@ def drop_summary(settings: Settings, drop_id: str) -> dict[str, float]:
     return {k: float(v) for k, v in row.items()}
 
 
-def failed_checks(shard: str, result: ExecuteInProcessResult) -> list[str]:
-    """``<shard>: <check>`` for every check of a shard run that did not pass."""
-    return [
-        f"{shard}: {evaluation.asset_check_key.to_user_string()}"
-        for evaluation in result.get_asset_check_evaluations()
-        if not evaluation.passed
-    ]
+def _run_each_shard(
+    job: JobDefinition,
+    shards: Iterable[str],
+    instance: DagsterInstance,
+    report: ShardJobReport,
+    *,
+    run_config: dict[str, Any] | None,
+    tags: dict[str, str],
+    after_shard: Callable[[str], None] | None = None,
+) -> None:
+    """``job`` for each shard in turn, in this process; failed runs and checks go into ``report``."""
+    for shard in shards:
+        result = job.execute_in_process(
+            run_config=run_config, partition_key=shard, instance=instance, raise_on_error=False, tags=tags
+        )
+        if not result.success:
+            report.failed_shards.append(shard)
+        report.failed_checks.extend(
+            f"{shard}: {evaluation.asset_check_key.to_user_string()}"
+            for evaluation in result.get_asset_check_evaluations()
+            if not evaluation.passed
+        )
+        if after_shard is not None:
+            after_shard(shard)
 
 
 def process_drop(
@@ -169,40 +190,35 @@ def process_drop(
     release_runs_of_dead_processes(instance)
     plan = register_drop(instance, Lake(settings.lake_root), folder, settings.shard_size)
     report = DropRunReport(plan=plan)
-    shard_job = defs.resolve_job_def("process_shard")
     owner = {OWNER_TAG: owner_tag()}
     run_config = {"loggers": {"console": {"config": {"log_level": console_log_level}}}} if console_log_level else None
-    files_done = 0
+    shards_done = files_done = 0
 
-    def progress(shards_done: int) -> None:
+    def progress() -> None:
         if on_progress is not None:
             failed = len(report.failed_shards)
             on_progress(DropProgress(shards_done, len(plan.shards), files_done, plan.file_count, failed))
 
-    progress(0)
-    for shards_done, (shard, files) in enumerate(plan.shards.items(), start=1):
-        result = shard_job.execute_in_process(
-            run_config=run_config,
-            partition_key=shard,
-            instance=instance,
-            raise_on_error=False,
-            tags={"drop_id": plan.drop_id, **owner},
-        )
-        if not result.success:
-            report.failed_shards.append(shard)
-        report.failed_checks.extend(failed_checks(shard, result))
-        files_done += len(files)
-        progress(shards_done)
+    def shard_done(shard: str) -> None:
+        nonlocal shards_done, files_done
+        shards_done += 1
+        files_done += len(plan.shards[shard])
+        progress()
+
+    progress()
+    _run_each_shard(
+        defs.resolve_job_def("process_shard"),
+        plan.shards,
+        instance,
+        report,
+        run_config=run_config,
+        tags={"drop_id": plan.drop_id, **owner},
+        after_shard=shard_done,
+    )
     defs.resolve_job_def("refresh_warehouse").execute_in_process(run_config=run_config, instance=instance, tags=owner)
     report.wall_s = time.perf_counter() - started
     report.summary = drop_summary(settings, plan.drop_id)
     return report
-
-
-@dataclass
-class ShardJobReport:
-    failed_shards: list[str] = field(default_factory=list)
-    failed_checks: list[str] = field(default_factory=list)
 
 
 def run_shard_job(
@@ -220,15 +236,8 @@ def run_shard_job(
     if unknown:
         raise ValueError(f"not registered shard partitions: {', '.join(unknown)}")
     release_runs_of_dead_processes(instance)
-    job = defs.resolve_job_def(job_name)
     owner = {OWNER_TAG: owner_tag()}
     report = ShardJobReport()
-    for shard in shards:
-        result = job.execute_in_process(
-            run_config=run_config, partition_key=shard, instance=instance, raise_on_error=False, tags=owner
-        )
-        if not result.success:
-            report.failed_shards.append(shard)
-        report.failed_checks.extend(failed_checks(shard, result))
+    _run_each_shard(defs.resolve_job_def(job_name), shards, instance, report, run_config=run_config, tags=owner)
     defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance, tags=owner)
     return report
