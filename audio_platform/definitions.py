@@ -16,6 +16,7 @@ from audio_platform.defs.curation import curated_segments
 from audio_platform.defs.ingest import raw_audio_files
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
+from audio_platform.defs.recovery import run_recovery_sensor
 from audio_platform.defs.resources import AsrResource, CurationResource, PlatformStorage, VadResource
 from audio_platform.defs.scoring import segment_scores
 from audio_platform.defs.sensors import InboxResource, automation_sensor, inbox_sensor
@@ -82,7 +83,7 @@ def build_definitions(settings: Settings) -> Definitions:
         ],
         jobs=[process_shard_job, rescore_shard_job, refresh_warehouse_job, train_keyword_job],
         executor=_executor(settings),
-        sensors=[inbox_sensor, automation_sensor],
+        sensors=[inbox_sensor, automation_sensor, run_recovery_sensor],
         resources={
             "storage": PlatformStorage(
                 home=str(settings.home),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -15,28 +14,22 @@ from typing import Any
 from dagster import DagsterInstance, DagsterRunStatus, Definitions, JobDefinition, RunsFilter
 
 from audio_platform.defs.partitions import SHARDS
-from audio_platform.defs.registration import register_drop
+from audio_platform.defs.recovery import OWNER_TAG, owner_tag, release_runs_of_dead_processes
+from audio_platform.defs.registration import PROCESS_SHARD_JOB, REGISTRATION_TAG, register_drop, shards_needing_runs
 from audio_platform.observability.progress import DropProgress
 from audio_platform.settings import Settings
-from audio_platform.storage.drops import DropPlan
+from audio_platform.storage.drops import DropPlan, mark_platform_home
 from audio_platform.storage.lake import Lake
+from audio_platform.storage.registration import Registration
 from audio_platform.storage.warehouse import query
 
 # The instance configuration shipped with the repository (queued runs, retries, pools).
 REPO_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
-# Tag on every run this module executes: which process runs it (see release_runs_of_dead_processes).
-OWNER_TAG = "audio_platform/owner"
-# Statuses of a run that is (or was, until its process died) executing in a process of ours.
-_RUNNING = [
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-]
 
 
 def prepare_instance(settings: Settings) -> DagsterInstance:
     """The SQLite-backed instance under AUDIO_PLATFORM_HOME/dagster (created on first use)."""
+    mark_platform_home(settings.home)
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
@@ -47,60 +40,6 @@ def prepare_instance(settings: Settings) -> DagsterInstance:
         shutil.copyfile(REPO_INSTANCE_YAML, temp)
         os.replace(temp, target)
     return DagsterInstance.from_config(str(home))
-
-
-def _process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot), which tells a reused pid from the
-    original; None when no such process is running. Without /proc: "" for any live pid."""
-    if Path("/proc/self/stat").is_file():
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except FileNotFoundError:
-            return None
-        # After the parenthesised command name (which may hold spaces): field 3 is the state,
-        # field 22 the start time.
-        fields = stat.rsplit(")", 1)[1].split()
-        return None if fields[0] == "Z" else fields[19]
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, owned by another user
-    return ""
-
-
-def owner_tag() -> str:
-    """host:pid:start of the current process."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
-
-
-def _owner_is_gone(owner: str) -> bool:
-    host, pid, start = owner.rsplit(":", 2)
-    # Another machine's process cannot be checked from here: assume it is alive.
-    return host == socket.gethostname() and _process_start(int(pid)) != start
-
-
-def release_runs_of_dead_processes(instance: DagsterInstance) -> list[str]:
-    """Mark failed the runs whose process was killed mid-run, and free their pool slots.
-
-    A run executed in-process stays STARTED forever when its process dies (SIGKILL, OOM, power
-    loss), and the `audio_models` pool slot it held stays claimed: every later run would wait for
-    that slot forever. Only runs tagged by this module are considered, and only when their
-    process provably no longer exists, so a concurrent live run is never touched. Returns the
-    run ids released.
-    """
-    released = []
-    for record in instance.get_run_records(RunsFilter(statuses=_RUNNING)):
-        run = record.dagster_run
-        owner = run.tags.get(OWNER_TAG)
-        if owner is None or not _owner_is_gone(owner):
-            continue
-        instance.report_run_failed(run, f"released: the process that ran it ({owner}) is gone")
-        if instance.event_log_storage.supports_global_concurrency_limits:
-            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        released.append(run.run_id)
-    return released
 
 
 def run_status_counts(instance: DagsterInstance) -> dict[str, int]:
@@ -116,9 +55,14 @@ class ShardJobReport:
 
 @dataclass(kw_only=True)
 class DropRunReport(ShardJobReport):
-    plan: DropPlan
+    registration: Registration
+    processed_shards: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     summary: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def plan(self) -> DropPlan:
+        return self.registration.plan
 
     @property
     def real_time_factor(self) -> float:
@@ -131,6 +75,7 @@ SELECT
   (SELECT count(*) FROM audio_files WHERE drop_id = $1 AND status = 'ok') AS ok,
   (SELECT count(*) FROM audio_files WHERE drop_id = $1 AND status = 'quarantined') AS quarantined,
   (SELECT count(*) FROM audio_files WHERE drop_id = $1 AND status = 'duplicate') AS duplicate,
+  (SELECT count(*) FROM audio_files WHERE drop_id = $1 AND status = 'removed') AS removed,
   (SELECT coalesce(sum(duration_s), 0) FROM audio_files WHERE drop_id = $1 AND status = 'ok') AS audio_seconds,
   (SELECT count(*) FROM segments s JOIN shard_ids USING (shard)) AS segments,
   (SELECT coalesce(sum(duration_s), 0) FROM segments s JOIN shard_ids USING (shard)) AS speech_seconds,
@@ -153,12 +98,18 @@ def _run_each_shard(
     *,
     run_config: dict[str, Any] | None,
     tags: dict[str, str],
+    shard_tags: dict[str, dict[str, str]] | None = None,
     after_shard: Callable[[str], None] | None = None,
 ) -> None:
-    """``job`` for each shard in turn, in this process; failed runs and checks go into ``report``."""
+    """``job`` for each shard in turn, in this process (``tags`` on every run, ``shard_tags`` on
+    each shard's); failed runs and checks go into ``report``."""
     for shard in shards:
         result = job.execute_in_process(
-            run_config=run_config, partition_key=shard, instance=instance, raise_on_error=False, tags=tags
+            run_config=run_config,
+            partition_key=shard,
+            instance=instance,
+            raise_on_error=False,
+            tags={**tags, **(shard_tags or {}).get(shard, {})},
         )
         if not result.success:
             report.failed_shards.append(shard)
@@ -180,7 +131,8 @@ def process_drop(
     on_progress: Callable[[DropProgress], None] | None = None,
     console_log_level: str | None = None,
 ) -> DropRunReport:
-    """Register ``folder`` as a drop, run every shard's graph, refresh the warehouse.
+    """Register ``folder`` as a drop, run the graph of every shard that is new, changed or not yet
+    processed (see :mod:`audio_platform.storage.drops`), refresh the warehouse.
 
     ``on_progress`` is called before the first shard and after each one. ``console_log_level``
     (e.g. ``WARNING``) quiets the Dagster events these in-process runs print on stderr; the run
@@ -188,8 +140,11 @@ def process_drop(
     """
     started = time.perf_counter()
     release_runs_of_dead_processes(instance)
-    plan = register_drop(instance, Lake(settings.lake_root), folder, settings.shard_size)
-    report = DropRunReport(plan=plan)
+    registration = register_drop(instance, Lake(settings.lake_root), folder, settings.shard_size)
+    plan = registration.plan
+    to_run = shards_needing_runs(instance, registration)
+    report = DropRunReport(registration=registration, processed_shards=to_run)
+    sizes = {shard: len(paths) for shard, paths in plan.shards.items()}
     owner = {OWNER_TAG: owner_tag()}
     run_config = {"loggers": {"console": {"config": {"log_level": console_log_level}}}} if console_log_level else None
     shards_done = files_done = 0
@@ -197,22 +152,24 @@ def process_drop(
     def progress() -> None:
         if on_progress is not None:
             failed = len(report.failed_shards)
-            on_progress(DropProgress(shards_done, len(plan.shards), files_done, plan.file_count, failed))
+            total_files = sum(sizes.get(shard, 0) for shard in to_run)
+            on_progress(DropProgress(shards_done, len(to_run), files_done, total_files, failed))
 
     def shard_done(shard: str) -> None:
         nonlocal shards_done, files_done
         shards_done += 1
-        files_done += len(plan.shards[shard])
+        files_done += sizes.get(shard, 0)
         progress()
 
     progress()
     _run_each_shard(
-        defs.resolve_job_def("process_shard"),
-        plan.shards,
+        defs.resolve_job_def(PROCESS_SHARD_JOB),
+        to_run,
         instance,
         report,
         run_config=run_config,
         tags={"drop_id": plan.drop_id, **owner},
+        shard_tags={shard: {REGISTRATION_TAG: registration.registration_ids[shard]} for shard in to_run},
         after_shard=shard_done,
     )
     defs.resolve_job_def("refresh_warehouse").execute_in_process(run_config=run_config, instance=instance, tags=owner)

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_HOME = ".audio_platform"
+# Characters a home path cannot hold: SQLAlchemy unquotes `%XX` in sqlite:/// URLs, and both it and
+# DuckDB (for its write-ahead log) cut a path at `?`. Every other character works.
+HOME_URI_CHARACTERS = "?%"
 ENV_PREFIX = "AUDIO_PLATFORM_"
 # Values of AUDIO_PLATFORM_EXECUTOR: Dagster's default (multiprocess) or dagster_k8s.k8s_job_executor.
 EXECUTORS = ("multiprocess", "k8s")
@@ -108,6 +111,14 @@ class Settings:
     e.g. a GPU limit, node selector and toleration (k8s/gpu-settings.yaml)."""
 
     def __post_init__(self) -> None:
+        unsafe = sorted(set(str(self.home)) & set(HOME_URI_CHARACTERS))
+        if unsafe:
+            # Checked before anything is written: these stores would otherwise open another path.
+            raise ValueError(
+                f"{ENV_PREFIX}HOME {str(self.home)!r} contains {' and '.join(map(repr, unsafe))}: the Dagster and "
+                "MLflow SQLite stores (SQLAlchemy URLs) and DuckDB read them as URI syntax; choose a home without them "
+                "(drop folders may hold any character)"
+            )
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if not self.keyword_list:

@@ -121,7 +121,7 @@ def peaks(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int], int
     _write_speech(drop / "a_short.wav", SHORT_S)
     _write_speech(drop / "b_long.wav", LONG_S)
     settings = Settings(home=root / "home", shard_size=1)
-    plan = register_drop(prepare_instance(settings), Lake(settings.lake_root), drop, shard_size=1)
+    plan = register_drop(prepare_instance(settings), Lake(settings.lake_root), drop, shard_size=1).plan
     short_shard, long_shard = plan.shards
     result = {}
     for asset in ("raw_audio_files", "vad_segments", ASR_ASSETS):

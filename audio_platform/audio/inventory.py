@@ -1,8 +1,9 @@
 """Inventory of one input file: identity, safety, dedup, probing and the one decode.
 
 Every input ends as exactly one row with status ``ok``, ``quarantined`` (with a reason a person
-can act on) or ``duplicate`` (with the path of the copy that owns the content). Nothing here
-raises for bad input: one broken file must never fail its shard.
+can act on), ``duplicate`` (with the path of the copy that owns the content) or ``removed`` (the
+file left the drop folder after it was registered). Nothing here raises for bad input: one broken
+file must never fail its shard.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from audio_platform.audio.pcm_cache import SAMPLE_RATE, PcmCache
 from audio_platform.audio.probe import UnsupportedAudioError, content_hash, probe_audio
 from audio_platform.storage.drops import undecodable_original
 
-OK, QUARANTINED, DUPLICATE = "ok", "quarantined", "duplicate"
+OK, QUARANTINED, DUPLICATE, REMOVED = "ok", "quarantined", "duplicate", "removed"
+FILE_STATUSES = (OK, QUARANTINED, DUPLICATE, REMOVED)
 
 # Stable categories of quarantine reasons, for metadata keys and metrics labels: the reason texts
 # themselves carry details (bytes, paths, frame counts) and are too many to plot or alert on.
@@ -33,6 +35,7 @@ _CATEGORY_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("truncated", ("truncated",)),
     ("unsupported", ("unsupported ", "invalid channel count", "no audio stream", "sample rate changes")),
     ("changed", ("file vanished", "file was deleted", "file was replaced", "file changed")),
+    ("hidden", ("hidden file",)),
     ("unsafe_path", ("path resolves outside", "broken symlink", "symlink loop", "not a regular file", "file name")),
     ("unreadable", ("unreadable:", "cannot stat", "cannot read", "cannot resolve", "read failed")),
     ("corrupt", ("corrupt ", "malformed ", "unreadable ", "cannot decode", "contains NaN")),
@@ -68,6 +71,23 @@ class InventoryRecord:
 
 def claimant_for(shard: str, source_path: str) -> str:
     return json.dumps({"shard": shard, "source_path": source_path}, sort_keys=True)
+
+
+def removed_record(
+    previous: dict[str, object] | None, source_path: str, rel_path: str, removed_at: str
+) -> InventoryRecord:
+    """The row of a file that left the drop: what was known of it (``previous``, its last
+    ``audio_files`` row, when it was processed), with status ``removed``."""
+    known = {k: v for k, v in (previous or {}).items() if k in InventoryRecord.__dataclass_fields__}
+    known.update(
+        source_path=source_path,
+        rel_path=rel_path,
+        status=REMOVED,
+        reason=f"removed from the drop folder (noticed {removed_at}); its segments are no longer served",
+        duplicate_of=None,
+    )
+    known.setdefault("file_id", None)
+    return InventoryRecord(**known)  # type: ignore[arg-type]
 
 
 def _quarantine(source: Path, rel_path: str, reason: str, **known: object) -> InventoryRecord:
@@ -137,6 +157,10 @@ def inventory_file(
 
     An ``ok`` row may still carry a reason: a note on a usable file that is not what its header
     says (e.g. a cut-off WAV, processed up to the cut)."""
+    if Path(rel_path).name.startswith("."):
+        # Hidden names are editors' swap files, OS metadata (.DS_Store) and in-flight copies: never
+        # processed, but listed so that every file of a drop is accounted for.
+        return _quarantine(source, rel_path, "hidden file (name starts with '.'): not processed; rename it to use it")
     try:
         before = source.lstat()
     except FileNotFoundError:
@@ -170,13 +194,19 @@ def inventory_file(
 
     owner = claim(file_id, claimant)
     if owner != claimant:
-        duplicate_of = json.loads(owner).get("source_path")
+        owned_by = json.loads(owner)
+        duplicate_of = owned_by.get("source_path")
+        if duplicate_of == str(source):
+            # Not a copy: the very same file, listed by an overlapping drop (a folder and its parent).
+            reason = f"the same file is already processed in shard {owned_by.get('shard')} (overlapping drops)"
+        else:
+            reason = f"same content as {duplicate_of}"
         return InventoryRecord(
             file_id=file_id,
             source_path=str(source),
             rel_path=rel_path,
             status=DUPLICATE,
-            reason=f"same content as {duplicate_of}",
+            reason=reason,
             bytes=size,
             duplicate_of=duplicate_of,
         )

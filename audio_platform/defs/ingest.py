@@ -17,7 +17,15 @@ from dagster import (
     asset_check,
 )
 
-from audio_platform.audio.inventory import OK, QUARANTINE_CATEGORIES, claimant_for, inventory_file, quarantine_category
+from audio_platform.audio.inventory import (
+    FILE_STATUSES,
+    OK,
+    QUARANTINE_CATEGORIES,
+    claimant_for,
+    inventory_file,
+    quarantine_category,
+    removed_record,
+)
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import PlatformStorage
@@ -34,7 +42,7 @@ IO_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitt
     group_name="ingest",
     kinds={"python", "parquet"},
     description="Inventory of every input file of the shard: content hash, format found by decoding, "
-    "status ok / quarantined (with reason) / duplicate. Table: audio_files.",
+    "status ok / quarantined (with reason) / duplicate / removed. Table: audio_files.",
 )
 def raw_audio_files(
     context: AssetExecutionContext, storage: PlatformStorage, metering: MeteringResource
@@ -46,8 +54,17 @@ def raw_audio_files(
     cache = storage.pcm_cache
     meter = metering.start(context)
     progress = meter.progress("ingest", files.height)
+    # What the last run knew of files that have left the drop since (kept on their `removed` rows).
+    before = lake.read_many(AUDIO_FILES.name, [shard])
+    last_known = {row["source_path"]: row for row in before.iter_rows(named=True)} if before is not None else {}
     rows = []
-    for source_path, rel_path, drop_root in files.select("source_path", "rel_path", "drop_root").iter_rows():
+    for source_path, rel_path, drop_root, removed_at in files.select(
+        "source_path", "rel_path", "drop_root", "removed_at"
+    ).iter_rows():
+        if removed_at is not None:
+            rows.append(removed_record(last_known.get(source_path), source_path, rel_path, removed_at).as_row())
+            progress.advance(audio_s=0.0)
+            continue
         record = inventory_file(
             Path(source_path),
             rel_path,
@@ -79,6 +96,7 @@ def raw_audio_files(
                 "ok": statuses.get("ok", 0),
                 "quarantined": statuses.get("quarantined", 0),
                 "duplicate": statuses.get("duplicate", 0),
+                "removed": statuses.get("removed", 0),
                 "quarantine_reasons": MetadataValue.md(
                     "\n".join(f"- {count} × {reason}" for reason, count in reasons.most_common()) or "none"
                 ),
@@ -99,7 +117,7 @@ def every_input_accounted_for(context: AssetCheckExecutionContext, storage: Plat
     inventory = storage.lake.read(AUDIO_FILES.name, shard)
     missing = set(inputs.to_list()) - set(inventory["source_path"].to_list())
     repeated = inventory.height - inventory["source_path"].n_unique()
-    bad_status = inventory.filter(~pl.col("status").is_in(["ok", "quarantined", "duplicate"])).height
+    bad_status = inventory.filter(~pl.col("status").is_in(FILE_STATUSES)).height
     unexplained = inventory.filter((pl.col("status") != "ok") & pl.col("reason").is_null()).height
     counts = inventory.group_by("status").len()
     status_counts = dict(zip(counts["status"].to_list(), counts["len"].to_list(), strict=True))
@@ -114,6 +132,7 @@ def every_input_accounted_for(context: AssetCheckExecutionContext, storage: Plat
             "ok": status_counts.get("ok", 0),
             "quarantined": status_counts.get("quarantined", 0),
             "duplicate": status_counts.get("duplicate", 0),
+            "removed": status_counts.get("removed", 0),
             "missing": len(missing),
             "repeated": repeated,
             "unexplained": unexplained,

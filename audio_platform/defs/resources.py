@@ -16,7 +16,7 @@ from audio_platform.audio.pcm_cache import PcmCache
 from audio_platform.audio.vad import SileroVad, VadConfig
 from audio_platform.curation.selection import CurationPolicy
 from audio_platform.curation.topsis import DEFAULT_CRITERIA, Criterion, parse_criteria
-from audio_platform.storage.content_index import ContentIndex
+from audio_platform.storage.content_index import INDEX_DIR, ContentIndex
 from audio_platform.storage.lake import Lake
 
 
@@ -38,7 +38,7 @@ class PlatformStorage(ConfigurableResource):
 
     @property
     def content_index(self) -> ContentIndex:
-        return ContentIndex(str(self.lake.root / "_content_index"))
+        return ContentIndex(str(self.lake.root / INDEX_DIR))
 
     @property
     def pcm_cache(self) -> PcmCache:

@@ -1,7 +1,8 @@
-"""Sensors: new drops in the inbox become shard partitions and shard runs, with no click."""
+"""Sensors: new and changed drops in the inbox become shard partitions and shard runs, with no click."""
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from dagster import (
@@ -17,12 +18,10 @@ from dagster import (
 from pydantic import Field
 
 from audio_platform.defs.partitions import shard_partitions
+from audio_platform.defs.registration import PROCESS_SHARD_JOB, REGISTRATION_TAG
 from audio_platform.defs.resources import PlatformStorage
-from audio_platform.storage.drops import plan_drop
-from audio_platform.storage.inbox import inspect_drop, pending_drops
-from audio_platform.storage.tables import SHARD_FILES
-
-PROCESS_SHARD_JOB = "process_shard"
+from audio_platform.storage.inbox import DropWatch, inbox_drops, inspect_drop
+from audio_platform.storage.registration import register_drop_files
 
 
 class InboxResource(ConfigurableResource):
@@ -30,57 +29,79 @@ class InboxResource(ConfigurableResource):
 
     root: str = Field(description="The inbox folder: each sub-folder is a drop (default <home>/inbox).")
     quiet_period_s: float = Field(
-        default=60.0, description="AUDIO_PLATFORM_INBOX_QUIET_PERIOD_S: unchanged this long, a drop is complete."
+        default=60.0,
+        description="AUDIO_PLATFORM_INBOX_QUIET_PERIOD_S: a drop observed unchanged this long is complete.",
     )
     shard_size: int = Field(default=500, description="AUDIO_PLATFORM_SHARD_SIZE: files per shard of a new drop.")
     # Bounds one tick's work so a burst of drops cannot stall the daemon; the rest wait a tick.
     max_drops_per_tick: int = Field(default=20, description="Drops registered per sensor tick at most.")
 
 
-def _load_cursor(raw: str | None) -> dict[str, str]:
-    return dict(json.loads(raw)["drops"]) if raw else {}
+def _load_cursor(raw: str | None) -> dict[str, DropWatch]:
+    return {name: DropWatch.from_json(watch) for name, watch in json.loads(raw)["drops"].items()} if raw else {}
+
+
+def _dump_cursor(watches: dict[str, DropWatch]) -> str:
+    return json.dumps({"drops": {name: watch.as_json() for name, watch in watches.items()}}, sort_keys=True)
 
 
 @sensor(
     job_name=PROCESS_SHARD_JOB,
     minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Registers each complete drop in the inbox as shard partitions and requests one "
-    "process_shard run per shard. The cursor remembers processed drops across daemon restarts.",
+    description="Watches every drop folder in the inbox; a drop that is complete (ready marker and an "
+    "unchanged listing, or unchanged for the quiet period) is registered as shard partitions, with one "
+    "process_shard run per new or changed shard. Files added to a drop later register it again.",
 )
 def inbox_sensor(
     context: SensorEvaluationContext, storage: PlatformStorage, inbox: InboxResource
 ) -> SensorResult | SkipReason:
     previously = _load_cursor(context.cursor)
-    processed = dict(previously)
+    watches = dict(previously)
     now = time.time()
     run_requests: list[RunRequest] = []
     new_partitions: list[str] = []
     waiting: list[str] = []
-    for folder in pending_drops(Path(inbox.root), set(processed)):
-        if len(processed) - len(previously) >= inbox.max_drops_per_tick:
-            break
-        status = inspect_drop(folder, inbox.quiet_period_s, now)
+    registered = 0
+    for folder in inbox_drops(Path(inbox.root)):
+        status = inspect_drop(folder, inbox.quiet_period_s, now, watches.get(folder.name))
+        watches[folder.name] = status.watch
         if not status.complete:
-            waiting.append(f"{folder.name}: {status.reason}")
+            if status.watch.registered != status.watch.listing:
+                waiting.append(f"{folder.name}: {status.reason}")
             continue
-        plan = plan_drop(folder, inbox.shard_size)
-        for shard in plan.shards:
-            storage.lake.write_table(SHARD_FILES, shard, plan.shard_files(shard))
-        new_partitions.extend(plan.shards)
+        if registered >= inbox.max_drops_per_tick:
+            waiting.append(f"{folder.name}: complete; registered on a later tick (max_drops_per_tick)")
+            continue
+        registration = register_drop_files(storage.lake, folder, inbox.shard_size, status.files)
+        registered += 1
+        plan = registration.plan
+        ids = registration.registration_ids
+        new_partitions.extend(plan.changed_shards)
+        # One run per shard and registration id: Dagster skips a run key it has seen, so only
+        # shards that are new, changed or reopened get a run, however often the drop is registered.
         run_requests.extend(
-            RunRequest(partition_key=shard, run_key=shard, tags={"drop_id": plan.drop_id}) for shard in plan.shards
+            RunRequest(
+                partition_key=shard,
+                run_key=f"{shard}@{ids[shard]}",
+                tags={"drop_id": plan.drop_id, REGISTRATION_TAG: ids[shard]},
+            )
+            for shard in registration.shards_to_check
         )
-        processed[folder.name] = plan.drop_id
-        context.log.info(f"drop {folder.name} ({status.reason}): {status.files} files → {len(plan.shards)} shard(s)")
+        watches[folder.name] = replace(status.watch, registered=status.watch.listing, drop_id=plan.drop_id)
+        counts = ", ".join(f"{n} {kind}" for kind, n in plan.counts.items() if n)
+        kind = "follow-up registration of drop" if status.follow_up else "drop"
+        context.log.info(f"{kind} {folder.name} ({status.reason}): {counts or 'no files'}")
     for line in waiting:
         context.log.info(f"waiting for {line}")
-    if processed == previously:
-        return SkipReason("no complete new drop" + (f"; waiting for {len(waiting)}" if waiting else ""))
+    if not run_requests and watches == previously:
+        return SkipReason("no complete new or changed drop" + (f"; waiting for {len(waiting)}" if waiting else ""))
     return SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=[shard_partitions.build_add_request(new_partitions)] if new_partitions else [],
-        cursor=json.dumps({"drops": processed}, sort_keys=True),
+        dynamic_partitions_requests=[shard_partitions.build_add_request(sorted(set(new_partitions)))]
+        if new_partitions
+        else [],
+        cursor=_dump_cursor(watches),
     )
 
 

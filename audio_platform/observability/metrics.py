@@ -24,11 +24,11 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from audio_platform.audio.inventory import FILE_STATUSES
 from audio_platform.storage.warehouse import query
 
 LOG = logging.getLogger(__name__)
 PREFIX = "audio_platform_"
-FILE_STATUSES = ("ok", "quarantined", "duplicate")
 # Stage wall time: seconds for scoring a shard up to hours for ASR of a large one.
 STAGE_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 

@@ -21,6 +21,9 @@ from upath import UPath
 
 from audio_platform.storage.object_store import STORAGE_OPTIONS, is_object_store
 
+# The claims live beside the lake's tables (a name Lake.tables() skips), on the same store.
+INDEX_DIR = "_content_index"
+
 
 class ContentIndex:
     """The claims under ``root``: a local folder (Path or str) or an ``s3://bucket/prefix`` URI."""
@@ -57,3 +60,17 @@ class ContentIndex:
             return final.read_text(encoding="utf-8")
         finally:
             temp.unlink(missing_ok=True)
+
+    def release(self, content_hash: str, claimant: str) -> bool:
+        """Give up ``claimant``'s claim on ``content_hash`` (a removed or changed file), so the next
+        file with that content owns it. Another claimant's claim is left alone. Returns whether a
+        claim was released. Not atomic with a concurrent claim of the same hash: the registration
+        that releases also re-runs every shard that held a duplicate of it."""
+        if self.owner(content_hash) != claimant:
+            return False
+        path = self._path(content_hash)
+        if self.remote:
+            path.fs.rm_file(path.path)
+        else:
+            Path(path.path).unlink(missing_ok=True)
+        return True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,12 +48,18 @@ class Lake:
         return self.table_dir(table) / f"{_SHARD_PREFIX}{shard}" / DATA_FILE
 
     def glob(self, table: str) -> str:
-        """The DuckDB/polars glob covering every shard of ``table`` and its schema file."""
+        """The DuckDB glob covering every shard of ``table`` and its schema file. Characters of the
+        root that a glob would read as a pattern (``*?[]{}``) are escaped, so the root is data."""
         if self.remote:
             # `**` makes fsspec list the table's prefix once (paginated), where `*/` would list
             # every shard's prefix separately; the lake has nothing deeper than shard folders.
-            return f"{self.table_dir(table)}/**/{DATA_FILE}"
-        return str(Path(self.table_dir(table).path).resolve() / "*" / DATA_FILE)
+            return f"{glob_escape(str(self.table_dir(table)))}/**/{DATA_FILE}"
+        return f"{glob_escape(str(Path(self.table_dir(table).path).resolve()))}/*/{DATA_FILE}"
+
+    @property
+    def location(self) -> str:
+        """The root as a path or URI, the prefix every file of the lake starts with."""
+        return str(self.root) if self.remote else str(Path(self.root.path).resolve())
 
     def write(self, table: str, shard: str, frame: pl.DataFrame) -> UPath:
         return self._publish(self.shard_path(table, shard), frame)
@@ -109,7 +116,8 @@ class Lake:
 
     def _read(self, path: UPath) -> pl.DataFrame | None:
         if not self.remote:
-            return pl.read_parquet(path.path) if path.is_file() else None
+            # glob=False: the path is data (a home named `h*` or `h[X]` is not a pattern).
+            return pl.read_parquet(path.path, glob=False) if path.is_file() else None
         try:
             return pl.read_parquet(io.BytesIO(path.fs.cat_file(path.path)))
         except FileNotFoundError:
@@ -125,6 +133,12 @@ class Lake:
         # appears only whole, when the upload completes.
         target.fs.pipe_file(target.path, buffer.getvalue())
         return target
+
+
+def glob_escape(path: str) -> str:
+    """``path`` with each glob metacharacter in a one-character class (``*`` -> ``[*]``): DuckDB's
+    globs have no backslash escape, but a class matches its character literally."""
+    return re.sub(r"([*?\[\]{}])", r"[\1]", path)
 
 
 def _write_atomically(target: Path, frame: pl.DataFrame) -> None:

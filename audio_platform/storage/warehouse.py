@@ -5,6 +5,16 @@ rebuilt in a temp path and swapped in with ``os.replace``: a reader that already
 open keeps its snapshot, new readers get the new catalogue, and nobody hits DuckDB's
 single-writer lock because no process ever opens the published file for writing.
 
+The views name the lake's files by absolute path (with glob characters escaped: a path is data,
+never a pattern). The file also holds ``warehouse_info`` (where home and lake were when it was
+built), so a home that was moved or copied as a whole is noticed on the next query and its views
+are rebuilt to read the lake that moved with it, never the original's.
+
+Queries are sandboxed: only ``SELECT`` (and ``EXPLAIN``) statements run, on a read-only
+connection whose file access is limited to the lake (DuckDB ``enable_external_access=false`` with
+the lake in ``allowed_directories``, configuration locked): no ``COPY``, ``ATTACH``,
+``read_text('/etc/passwd')`` or ``glob('/root/*')``.
+
 Over an object-store lake (``s3://``) the views read through the platform's fsspec filesystem,
 registered in each connection: DuckDB's own httpfs extension is downloaded at first use, which an
 offline or locked-down cluster cannot do. Any other DuckDB client needs httpfs and an S3 secret.
@@ -22,9 +32,16 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from audio_platform.storage.lake import Lake
-from audio_platform.storage.object_store import S3_SCHEME, query_filesystem
-from audio_platform.storage.tables import Table
+from audio_platform.storage.lake import Lake, glob_escape
+from audio_platform.storage.object_store import query_filesystem
+from audio_platform.storage.tables import LAKE_TABLES, Table
+
+INFO_TABLE = "warehouse_info"
+_READ_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+
+
+class ReadOnlyWarehouseError(ValueError):
+    """A statement other than a query was sent to the (read-only) warehouse."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,10 @@ def rebuild_warehouse(db_path: Path, lake: Lake, tables: Sequence[Table]) -> lis
         with duckdb.connect(str(temp)) as con:
             if lake.remote:
                 con.register_filesystem(query_filesystem())
+            con.execute(
+                f"CREATE TABLE {INFO_TABLE} AS SELECT $1 AS home, $2 AS lake, now() AS built_at",
+                [str(db_path.parent.resolve()), lake.location],
+            )
             for name in lake.tables():
                 glob = lake.glob(name).replace("'", "''")
                 con.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM read_parquet('{glob}', union_by_name=true)")
@@ -67,18 +88,59 @@ def rebuild_warehouse(db_path: Path, lake: Lake, tables: Sequence[Table]) -> lis
     return summary
 
 
+def _moved_lake(db_path: Path, con: duckdb.DuckDBPyConnection) -> Lake | None:
+    """The lake to rebuild the views over when the home holding ``db_path`` was moved or copied
+    (and its lake was inside it), else None."""
+    try:
+        [(built_home, built_lake)] = con.execute(f"SELECT home, lake FROM {INFO_TABLE}").fetchall()
+    except duckdb.CatalogException:
+        return None  # built by an earlier version: it has no record of where it was built
+    home = Path(db_path).parent.resolve()
+    if built_home == str(home) or not Path(built_lake).is_relative_to(built_home):
+        return None
+    moved = home / Path(built_lake).relative_to(built_home)
+    return Lake(moved) if moved.is_dir() else None
+
+
+def _sandbox(con: duckdb.DuckDBPyConnection) -> None:
+    """Limit ``con`` to reading the lake its views read (see the module docstring)."""
+    lakes = [lake for (lake,) in con.execute(f"SELECT lake FROM {INFO_TABLE}").fetchall()]
+    if any("://" in lake for lake in lakes):
+        # The views read the object store through the platform's fsspec filesystem.
+        con.register_filesystem(query_filesystem())
+    allowed = sorted({f"{prefix}/" for lake in lakes for prefix in (lake, glob_escape(lake))})
+    con.execute("SET allowed_directories = $1", [allowed])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def check_read_only(sql: str) -> None:
+    """Raise :class:`ReadOnlyWarehouseError` unless every statement of ``sql`` is a query."""
+    for statement in duckdb.extract_statements(sql):
+        if statement.type not in _READ_STATEMENTS:
+            raise ReadOnlyWarehouseError(
+                f"the warehouse is read-only: {statement.type.name} statements are refused (only SELECT, "
+                "EXPLAIN, DESCRIBE and SHOW run); the platform's tables change only through its runs"
+            )
+
+
 def query(db_path: Path, sql: str, parameters: Sequence[Any] | None = None) -> pl.DataFrame:
-    """Run ``sql`` read-only against the published warehouse and return the result as polars."""
+    """Run the query ``sql`` in the sandbox against the published warehouse; the result as polars."""
     if not Path(db_path).is_file():
         raise FileNotFoundError(
             f"no warehouse at {db_path}: run `audio-platform process <folder>` (or materialize `warehouse`) first"
         )
+    check_read_only(sql)
     with duckdb.connect(str(db_path), read_only=True) as con:
-        # The views themselves say whether the lake is on an object store, so every caller (CLI,
-        # pipeline summary, notebooks) reads either kind of lake without being told which it is.
-        [(views_over_object_store,)] = con.execute(
-            "SELECT count(*) FROM duckdb_views() WHERE NOT internal AND contains(sql, $1)", [f"'{S3_SCHEME}"]
-        ).fetchall()
-        if views_over_object_store:
-            con.register_filesystem(query_filesystem())
+        moved = _moved_lake(db_path, con)
+    if moved is not None:
+        rebuild_warehouse(db_path, moved, LAKE_TABLES)
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        try:
+            _sandbox(con)
+        except duckdb.CatalogException as err:
+            raise FileNotFoundError(
+                f"{db_path} was built by an earlier version (no {INFO_TABLE}): rebuild it with "
+                "`audio-platform process <folder>` or by materializing `warehouse`"
+            ) from err
         return con.sql(sql, params=parameters or None).pl()
