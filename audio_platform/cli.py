@@ -59,10 +59,16 @@ def _cmd_process(args: argparse.Namespace) -> int:
     finally:
         display.close()
     s = report.summary
-    print(f"drop {report.plan.drop_id}: {len(report.plan.shards)} shard(s) under {settings.home}")
+    counts = report.plan.counts
+    changes = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n and kind != "unchanged") or "no change"
+    print(
+        f"drop {report.plan.drop_id}: {len(report.plan.shards)} shard(s) under {settings.home}; "
+        f"files since the last run: {changes}; {len(report.processed_shards)} shard(s) processed"
+    )
+    removed = f", removed {int(s['removed'])}" if s["removed"] else ""
     print(
         f"files {int(s['files'])}: ok {int(s['ok'])}, quarantined {int(s['quarantined'])}, "
-        f"duplicate {int(s['duplicate'])}"
+        f"duplicate {int(s['duplicate'])}{removed}"
     )
     print(
         f"audio {s['audio_seconds'] / 3600:.3f} h, speech {s['speech_seconds'] / 3600:.3f} h in "
@@ -80,10 +86,17 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
     from audio_platform.settings import load_settings
     from audio_platform.storage.warehouse import query
 
-    frame = query(load_settings().warehouse_path, args.query)
+    try:
+        frame = query(load_settings().warehouse_path, args.query)
+    except (duckdb.Error, ValueError, FileNotFoundError) as err:
+        # One line a person can act on (the read-only refusal, DuckDB's own message), no traceback.
+        print(f"error: {str(err).strip()}", file=sys.stderr)
+        return 1
     if args.format == "csv":
         sys.stdout.write(frame.write_csv())
     elif args.format == "json":

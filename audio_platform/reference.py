@@ -31,7 +31,15 @@ from pydantic_core import PydanticUndefined
 
 from audio_platform.curation.topsis import DEFAULT_CRITERIA
 from audio_platform.settings import DEFAULT_HOME, ENV_PREFIX, Settings
-from audio_platform.storage.tables import COLUMN_DOCS, KEYWORD_CLIPS, LAKE_TABLES, SEGMENTS, TRANSCRIPTS, Table
+from audio_platform.storage.tables import (
+    COLUMN_DOCS,
+    KEYWORD_CLIPS,
+    LAKE_TABLES,
+    SEGMENTS,
+    TRANSCRIPTS,
+    WAREHOUSE_INFO,
+    Table,
+)
 
 DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
 GENERATED_BY = "Generated from the code by `python -m audio_platform.reference` (`make docs`); do not edit by hand."
@@ -60,7 +68,7 @@ def _segment_scores_table() -> Table:
 
 def documented_tables() -> tuple[Table, ...]:
     """Every table the warehouse can expose."""
-    return (*LAKE_TABLES, _segment_scores_table(), KEYWORD_CLIPS)
+    return (*LAKE_TABLES, _segment_scores_table(), KEYWORD_CLIPS, WAREHOUSE_INFO)
 
 
 def describe_columns(table: Table) -> list[tuple[str, str, str]]:

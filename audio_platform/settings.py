@@ -19,8 +19,9 @@ DEFAULT_HOME = ".audio_platform"
 # DuckDB (for its write-ahead log) cut a path at `?`. Every other character works.
 HOME_URI_CHARACTERS = "?%"
 ENV_PREFIX = "AUDIO_PLATFORM_"
-# Values of AUDIO_PLATFORM_EXECUTOR: Dagster's default (multiprocess) or dagster_k8s.k8s_job_executor.
-EXECUTORS = ("multiprocess", "k8s")
+# Values of AUDIO_PLATFORM_EXECUTOR: all steps in the run's process, a subprocess per step (Dagster's
+# default), or dagster_k8s.k8s_job_executor.
+EXECUTORS = ("in_process", "multiprocess", "k8s")
 # The op tag dagster-k8s reads per step (dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY), and the keys
 # of its value (USER_DEFINED_K8S_JOB_CONFIG_SCHEMA); test_k8s.py checks both against dagster_k8s.
 K8S_CONFIG_TAG = "dagster-k8s/config"
@@ -97,9 +98,11 @@ class Settings:
     lake_uri: str | None = None
     """The lake (and its content index) on an object store, e.g. `s3://bucket/prefix`, or a folder;
     unset: `<home>/lake`. The audio cache, inbox and warehouse file stay under home either way."""
-    executor: str = "multiprocess"
-    """How a launched run executes its steps: `multiprocess` (Dagster's default executor: each step in
-    a subprocess of the run's process or pod) or `k8s` (`dagster_k8s.k8s_job_executor`: one Kubernetes
+    executor: str = "in_process"
+    """How a launched run executes its steps: `in_process` (every step in the run's process or pod:
+    models and imports are loaded once per run, so a run from the UI or the inbox sensor costs what
+    the CLI's does), `multiprocess` (Dagster's default executor: each step in its own subprocess)
+    or `k8s` (`dagster_k8s.k8s_job_executor`: one Kubernetes
     Job per step, so only the ASR step's pod holds a GPU). CLI commands run in-process either way."""
     asr_pool: str = "audio_models"
     """Dagster pool of the ASR step (`transcripts`/`words`); its slots are set with `dagster instance

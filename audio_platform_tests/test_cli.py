@@ -46,11 +46,34 @@ def test_process_needs_a_folder(home, capsys):
     assert "give a folder" in capsys.readouterr().err
 
 
-def test_sql_before_any_run_explains(home):
-    with pytest.raises(FileNotFoundError, match="audio-platform process"):
-        main(["sql", "SELECT 1"])
+def test_sql_before_any_run_explains(home, capsys):
+    assert main(["sql", "SELECT 1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no warehouse at ") and "audio-platform process" in err
 
 
 def test_train_rejects_unconfigured_keywords(home, capsys):
     assert main(["train", "--keyword", "banana"]) == 2
     assert "AUDIO_PLATFORM_KEYWORDS" in capsys.readouterr().err
+
+
+def test_sql_refuses_writes_and_file_access_with_one_line(home, capsys, tmp_path):
+    from audio_platform.storage.lake import Lake
+    from audio_platform.storage.tables import LAKE_TABLES
+    from audio_platform.storage.warehouse import rebuild_warehouse
+
+    rebuild_warehouse(home / "warehouse.duckdb", Lake(home / "lake"), LAKE_TABLES)
+    for sql, expected in [
+        (f"COPY audio_files TO '{tmp_path}/out.csv'", "the warehouse is read-only: COPY statements are refused"),
+        ("DELETE FROM audio_files", "the warehouse is read-only: DELETE statements are refused"),
+        ("SELECT * FROM read_text('/etc/passwd')", "Permission Error"),
+    ]:
+        assert main(["sql", sql]) == 1
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_models_list_takes_any_name(home, capsys):
+    assert main(["models", "list", "--name", "it's"]) == 0
+    assert main(["models", "list", "--name", 'say "six"']) == 0

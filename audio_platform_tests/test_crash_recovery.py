@@ -143,6 +143,8 @@ def _warehouse(home: Path) -> dict[str, pl.DataFrame]:
     tables = {}
     for table in TABLES:
         frame = query(home / "warehouse.duckdb", f'SELECT * FROM "{table}"')
+        # A registration id is random by nature (like a run id): equal shards, different ids.
+        frame = frame.drop("registration_id", strict=False)
         tables[table] = frame.sort(frame.columns, nulls_last=True)
     return tables
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 import yaml
-from dagster import AssetKey, Definitions, multi_or_in_process_executor
+from dagster import AssetKey, Definitions, in_process_executor, multi_or_in_process_executor
 
 from audio_platform.definitions import build_definitions
 from audio_platform.settings import Settings
@@ -48,14 +48,16 @@ def test_definitions_hold_the_whole_graph(tmp_path):
     }
 
 
-def test_by_default_asr_shares_the_model_pool_and_runs_on_dagsters_default_executor(tmp_path):
+def test_by_default_asr_shares_the_model_pool_and_runs_every_step_in_the_runs_process(tmp_path):
     defs = build_definitions(Settings(home=tmp_path))
     asr = defs.resolve_assets_def(AssetKey("transcripts"))
     assert asr.op.name == "transcribe_segments"  # the stage name in stage_runs and the metrics
     assert asr.op.pool == defs.resolve_assets_def(AssetKey("vad_segments")).op.pool == "audio_models"
     assert "dagster-k8s/config" not in asr.op.tags
     for job in defs.resolve_all_job_defs():
-        assert job.executor_def is multi_or_in_process_executor, job.name
+        assert job.executor_def is in_process_executor, job.name
+    multiprocess = build_definitions(Settings(home=tmp_path, executor="multiprocess"))
+    assert all(job.executor_def is multi_or_in_process_executor for job in multiprocess.resolve_all_job_defs())
 
 
 def _gpu_settings_env() -> dict[str, str]:

@@ -141,3 +141,13 @@ def test_a_copy_outlives_its_original_and_overlapping_drops_never_self_duplicate
     files = home.files(drop_id)
     assert files["original.wav"][0] == "removed" and files["zz copy.wav"] == ("ok", None)
     assert home.segments_by_file(drop_id)["zz copy.wav"] > 0
+
+
+def test_a_drop_that_contains_the_home_never_ingests_the_platforms_state(tmp_path):
+    drop = tmp_path / "project"
+    _copy(SPEECH[0], drop / "a.wav")
+    home = Home(drop, shard_size=2)  # the home is project/home: lake, instance, cache, warehouse
+    reports = [home.process(drop) for _ in range(3)]
+    assert [int(r.summary["files"]) for r in reports] == [1, 1, 1]
+    assert reports[1].processed_shards == [] and reports[2].processed_shards == []
+    assert home.files(reports[0].plan.drop_id) == {"a.wav": ("ok", None)}

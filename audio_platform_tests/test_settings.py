@@ -60,10 +60,10 @@ def test_executor_and_asr_pool_defaults_and_validation(tmp_path):
     from audio_platform.defs.vad import MODEL_POOL
 
     settings = load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path)})
-    assert (settings.executor, settings.asr_pool, settings.asr_k8s_config) == ("multiprocess", MODEL_POOL, None)
+    assert (settings.executor, settings.asr_pool, settings.asr_k8s_config) == ("in_process", MODEL_POOL, None)
     assert settings.asr_op_tags == {}
     assert load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_EXECUTOR": "k8s"}).executor == "k8s"
-    with pytest.raises(ValueError, match=r"AUDIO_PLATFORM_EXECUTOR must be one of multiprocess, k8s, got 'celery'"):
+    with pytest.raises(ValueError, match=r"EXECUTOR must be one of in_process, multiprocess, k8s, got 'celery'"):
         load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_EXECUTOR": "celery"})
     with pytest.raises(ValueError, match="AUDIO_PLATFORM_ASR_POOL"):
         Settings(home=tmp_path, asr_pool=" ")

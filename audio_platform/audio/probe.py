@@ -281,14 +281,17 @@ class _SoundfileReader(AudioReader):
         self.format = fmt
         self._label = _FORMAT_LABELS[fmt]
         self._path = path
+        # Through a Python file object: libsndfile refuses paths of 1,024 bytes or more by name.
+        self._handle = path.open("rb")
         try:
-            self._file = sf.SoundFile(path)
+            self._file = sf.SoundFile(self._handle)
         except sf.LibsndfileError as err:
+            self._handle.close()
             raise UnsupportedAudioError(self._open_failure(path, err)) from err
         try:
             self._init_header()
         except BaseException:
-            self._file.close()
+            self.close()
             raise
 
     def _init_header(self) -> None:
@@ -306,8 +309,11 @@ class _SoundfileReader(AudioReader):
         self.header_frames = None if f.frames >= _UNKNOWN_FRAMES else f.frames
         if self.format == "flac" and self.header_frames:
             self._check_flac_end()
-        if self.format == "wav" and self.header_frames is not None:
-            self.note = _wav_length_note(self._path, self.header_frames)
+        if self.format == "wav":
+            notes = [_pcm_layout_note(_wav_format(self._path))]
+            if self.header_frames is not None:
+                notes.append(_wav_length_note(self._path, self.header_frames))
+            self.note = "; ".join(note for note in notes if note) or None
 
     def _check_flac_end(self) -> None:
         # STREAMINFO states the length; a cut-off file still claims it. Reaching the last
@@ -321,9 +327,11 @@ class _SoundfileReader(AudioReader):
 
     def _open_failure(self, path: Path, err: sf.LibsndfileError) -> str:
         if self.format == "wav":
-            tag = _wav_format_tag(path)
-            if tag is not None and tag not in _LIBSNDFILE_WAV_TAGS:
-                return f"unsupported codec: WAV format tag 0x{tag:04x}"
+            fmt = _wav_format(path)
+            if fmt is not None and fmt.tag not in _LIBSNDFILE_WAV_TAGS:
+                return f"unsupported codec: WAV format tag 0x{fmt.tag:04x}"
+            if fmt is not None and fmt.channels > MAX_WAV_CHANNELS:
+                return f"unsupported channel count: {fmt.channels} (WAV is read with at most {MAX_WAV_CHANNELS})"
         return f"unreadable {self._label} file: {err.error_string}"
 
     def chunks(self) -> Iterator[np.ndarray]:
@@ -345,15 +353,27 @@ class _SoundfileReader(AudioReader):
 
     def close(self) -> None:
         self._file.close()
+        self._handle.close()
 
 
+# libsndfile's limit on channels (SF_MAX_CHANNELS).
+MAX_WAV_CHANNELS = 1024
 # WAV format tags libsndfile decodes: PCM, MS ADPCM, IEEE float, A-law, mu-law, IMA ADPCM,
 # GSM 6.10, WAVE_FORMAT_EXTENSIBLE (its sub-format is checked by libsndfile itself).
 _LIBSNDFILE_WAV_TAGS = {0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0xFFFE}
 
 
-def _wav_format_tag(path: Path) -> int | None:
-    """The 'fmt ' chunk's format tag, to name the codec when libsndfile rejects a WAV."""
+@dataclass(frozen=True)
+class _WavFormat:
+    tag: int
+    channels: int
+    block_align: int
+    bits_per_sample: int
+
+
+def _wav_format(path: Path) -> _WavFormat | None:
+    """The 'fmt ' chunk (format tag, channels, block align, bits per sample), to check what
+    libsndfile accepts without a word and to name the codec when it rejects a WAV."""
     with path.open("rb") as f:
         head = f.read(1 << 16)
     pos = 12
@@ -361,8 +381,27 @@ def _wav_format_tag(path: Path) -> int | None:
         chunk_id = head[pos : pos + 4]
         (size,) = struct.unpack_from("<I", head, pos + 4)
         if chunk_id == b"fmt ":
-            return int(struct.unpack_from("<H", head, pos + 8)[0])
+            if pos + 24 > len(head):
+                return _WavFormat(int(struct.unpack_from("<H", head, pos + 8)[0]), 0, 0, 0)
+            tag, channels, _, _, block_align, bits = struct.unpack_from("<HHIIHH", head, pos + 8)
+            return _WavFormat(tag, channels, block_align, bits)
         pos += 8 + size + (size & 1)
+    return None
+
+
+def _pcm_layout_note(fmt: _WavFormat | None) -> str | None:
+    """Refuse a PCM WAV whose frame size contradicts its sample size (libsndfile would read it
+    with another sample size and another duration); a note when bits are padded to whole bytes."""
+    if fmt is None or fmt.tag != 0x0001 or not fmt.channels or not fmt.bits_per_sample:
+        return None
+    container = -(-fmt.bits_per_sample // 8)
+    if fmt.block_align != fmt.channels * container:
+        raise UnsupportedAudioError(
+            f"malformed WAV header: block align {fmt.block_align} does not fit {fmt.channels} channel(s) of "
+            f"{fmt.bits_per_sample}-bit samples ({fmt.channels * container} bytes)"
+        )
+    if fmt.bits_per_sample % 8:
+        return f"WAV header declares {fmt.bits_per_sample} bits per sample; read as {8 * container}-bit samples"
     return None
 
 

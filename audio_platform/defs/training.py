@@ -199,11 +199,11 @@ def build_training_assets(
         """Promotes the newest version to @champion only if it meets the floors and beats the current
         champion on the same test set. Below the floors: ERROR (blocks). Above the floors but not
         better: WARN, the version stays a challenger."""
-        from audio_platform.training.registry import mlflow_client, promote_if_better
+        from audio_platform.training.registry import mlflow_client, name_filter, promote_if_better
 
         keyword = context.partition_key
         name = training.model_name(keyword)
-        versions = mlflow_client(training.tracking_uri).search_model_versions(f"name='{name}'")
+        versions = mlflow_client(training.tracking_uri).search_model_versions(name_filter(name))
         newest = max(versions, key=lambda v: int(v.version))
         manifest = storage.lake.read(KEYWORD_CLIPS, keyword)
         decision = promote_if_better(

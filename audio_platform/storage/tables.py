@@ -200,6 +200,13 @@ KEYWORD_CLIPS = Table(
 # in use (see defs/scoring.py); the key columns are fixed.
 SEGMENT_SCORES_KEYS: dict[str, pl.DataType] = {"segment_id": STR, "file_id": STR, "shard": STR, "topsis_score": F64}
 
+# Not a lake table: one row inside the warehouse file, where it was built (see storage/warehouse.py).
+WAREHOUSE_INFO = Table(
+    "warehouse_info",
+    "the warehouse file (one row)",
+    {"home": STR, "lake": STR, "built_at": STR},
+)
+
 LAKE_TABLES: tuple[Table, ...] = (
     SHARD_FILES,
     AUDIO_FILES,
@@ -298,5 +305,8 @@ COLUMN_DOCS: dict[str, str] = {
     "label": "1 when the clip holds the keyword, else 0",
     "kind": "`positive`, `synthetic`, `negative_word`, `non_speech`, `noise` or `stream`",
     "split": "`train`, `validation` or `test`, assigned per source recording",
+    "home": "the platform home the warehouse file was built in",
+    "lake": "the lake its views read: a folder or an s3:// prefix",
+    "built_at": "when the file was built (UTC, ISO 8601)",
     "keyword_clips.word": "the normalized word centred in the clip; null when the clip is not a word",
 }

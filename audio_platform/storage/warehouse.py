@@ -26,6 +26,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,9 @@ import polars as pl
 
 from audio_platform.storage.lake import Lake, glob_escape
 from audio_platform.storage.object_store import query_filesystem
-from audio_platform.storage.tables import LAKE_TABLES, Table
+from audio_platform.storage.tables import LAKE_TABLES, WAREHOUSE_INFO, Table
 
-INFO_TABLE = "warehouse_info"
+INFO_TABLE = WAREHOUSE_INFO.name
 _READ_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 
 
@@ -73,8 +74,8 @@ def rebuild_warehouse(db_path: Path, lake: Lake, tables: Sequence[Table]) -> lis
             if lake.remote:
                 con.register_filesystem(query_filesystem())
             con.execute(
-                f"CREATE TABLE {INFO_TABLE} AS SELECT $1 AS home, $2 AS lake, now() AS built_at",
-                [str(db_path.parent.resolve()), lake.location],
+                f"CREATE TABLE {INFO_TABLE} AS SELECT $1 AS home, $2 AS lake, $3 AS built_at",
+                [str(db_path.parent.resolve()), lake.location, datetime.now(UTC).isoformat(timespec="seconds")],
             )
             for name in lake.tables():
                 glob = lake.glob(name).replace("'", "''")

@@ -163,7 +163,7 @@ def log_and_register(
         raise
     client.set_terminated(run_id, status="FINISHED")
 
-    if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
+    if not client.search_registered_models(filter_string=name_filter(model_name)):
         client.create_registered_model(model_name, tags={"task": "keyword-spotting"})
     version = client.create_model_version(
         model_name,
@@ -282,16 +282,25 @@ def promote_if_better(
     return PromotionDecision(promoted, reason, candidate, champion, champion_version)
 
 
+def name_filter(model_name: str) -> str:
+    """An MLflow search filter matching ``model_name`` exactly: the name is a string literal in
+    whichever quote it does not contain (MLflow's filter grammar has no escape character)."""
+    for quote in ("'", '"'):
+        if quote not in model_name:
+            return f"name = {quote}{model_name}{quote}"
+    raise ValueError(f"model name {model_name!r} holds both quote characters: no MLflow filter can name it")
+
+
 def registry_table(tracking_uri: str, model_name: str | None = None) -> pl.DataFrame:
     """One row per registered version of ``model_name``, or of every model when None (the
     warehouse's ``models`` table)."""
     client = mlflow_client(tracking_uri)
     rows: list[dict[str, Any]] = []
-    for model in client.search_registered_models(None if model_name is None else f"name='{model_name}'"):
+    for model in client.search_registered_models(None if model_name is None else name_filter(model_name)):
         aliases_by_version: dict[str, list[str]] = {}
         for alias, target in (model.aliases or {}).items():
             aliases_by_version.setdefault(str(target), []).append(alias)
-        for version in client.search_model_versions(f"name='{model.name}'"):
+        for version in client.search_model_versions(name_filter(model.name)):
             run_id = version.run_id or ""
             metrics = client.get_run(run_id).data.metrics if run_id else {}
             rows.append(

@@ -259,6 +259,7 @@ REASON_CATEGORIES = [
     ("file was replaced while it was being processed (path now names another file); re-drop it", "changed"),
     ("path resolves outside the drop root (/etc/passwd); refusing to read it", "unsafe_path"),
     ("not a regular file: a named pipe", "unsafe_path"),
+    ("hidden file (name starts with '.'): not processed; rename it to use it", "hidden"),
     ("unreadable: permission denied", "unreadable"),
     ("unreadable Ogg file: Supported file format but file is malformed.", "corrupt"),
     ("contains NaN/Inf samples", "corrupt"),
@@ -274,3 +275,16 @@ def test_quarantine_reasons_fall_in_stable_categories(reason, category):
 
 def test_every_category_is_reachable():
     assert {category for _, category in REASON_CATEGORIES} == set(QUARANTINE_CATEGORIES)
+
+
+def test_hidden_files_and_removed_files_are_accounted_for(tmp_path):
+    from audio_platform.audio.inventory import removed_record
+
+    hidden = tmp_path / ".swap.wav"
+    hidden.write_bytes(b"RIFF")
+    record = inventory_file(hidden, ".swap.wav", tmp_path, "me", lambda h, c: c, None)  # type: ignore[arg-type]
+    assert record.status == "quarantined" and quarantine_category(record.reason) == "hidden"
+    last_row = {"file_id": "abc", "bytes": 4, "status": "ok", "shard": "s"}
+    gone = removed_record(last_row, "/d/a.wav", "a.wav", "2026-12-06")
+    assert (gone.status, gone.file_id, gone.bytes) == ("removed", "abc", 4) and "2026-12-06" in gone.reason
+    assert removed_record(None, "/d/b.wav", "b.wav", "t").file_id is None

@@ -445,3 +445,39 @@ def test_sphere_header_without_end(tmp_path: Path) -> None:
 def test_sphere_bad_header_size(tmp_path: Path) -> None:
     (tmp_path / "a.sph").write_bytes(b"NIST_1A\n   lots\n".ljust(1024, b" "))
     assert reason_of(tmp_path / "a.sph") == "malformed SPHERE header: bad header size"
+
+
+def _pcm_wav(path: Path, bits: int, block_align: int, channels: int = 1, frames: int = 1600) -> Path:
+    data = bytes(range(256)) * (frames * block_align // 256 + 1)
+    data = data[: frames * block_align]
+    fmt = struct.pack("<HHIIHH", 1, channels, 16000, 16000 * block_align, block_align, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_pcm_wav_whose_frame_size_contradicts_its_sample_size(tmp_path: Path) -> None:
+    # 7-bit samples in 2-byte frames: libsndfile would read 8-bit samples at twice the duration.
+    assert reason_of(_pcm_wav(tmp_path / "a.wav", bits=7, block_align=2)).startswith("malformed WAV header")
+    padded = probe_audio(_pcm_wav(tmp_path / "b.wav", bits=7, block_align=1))
+    assert padded.num_frames == 1600 and "7 bits per sample; read as 8-bit" in (padded.note or "")
+    twelve = probe_audio(_pcm_wav(tmp_path / "c.wav", bits=12, block_align=2))
+    assert twelve.num_frames == 1600 and "12 bits per sample; read as 16-bit" in (twelve.note or "")
+
+
+def test_more_channels_than_wav_is_read_with(tmp_path: Path) -> None:
+    path = _pcm_wav(tmp_path / "many.wav", bits=16, block_align=2 * 1100, channels=1100, frames=4)
+    assert reason_of(path) == "unsupported channel count: 1100 (WAV is read with at most 1024)"
+
+
+def test_a_path_of_more_than_1024_bytes_is_read(tmp_path: Path) -> None:
+    folder = tmp_path
+    for part in ("d" * 250, "e" * 250, "f" * 250, "g" * 250):
+        folder = folder / part
+    folder.mkdir(parents=True)
+    for name, subtype in (("x" * 100 + ".wav", "PCM_16"), ("y" * 100 + ".flac", "PCM_16")):
+        path = folder / name
+        with open(path, "wb") as handle:  # soundfile itself cannot open such a path by name
+            sf.write(handle, tone(0.1, 16000), 16000, subtype=subtype, format=path.suffix[1:].upper())
+        assert len(str(path).encode()) > 1024
+        assert probe_audio(path).num_frames == 1600

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from dagster import RunsFilter
 
 from audio_platform.pipeline import prepare_instance
 from audio_platform.settings import Settings
@@ -28,6 +29,7 @@ FIRST_DROP = [
     "audio/esc50/1-100032-A-0.wav",
 ]
 OVERLAP = FIRST_DROP[:3]
+LATE_FILE = "audio/an4/an251-fash-b.wav"
 NEW_IN_SECOND = ["audio/ljspeech/LJ050-0164.wav", "audio/deepspeech/new-home-in-the-stars-16k.wav"]
 TIMEOUT_S = 480.0
 
@@ -65,7 +67,11 @@ def _curated_by_drop(settings: Settings) -> dict[str, int]:
 
 def test_daemon_turns_inbox_drops_into_curated_rows(tmp_path):
     settings = Settings(home=tmp_path / "home")
-    prepare_instance(settings)
+    instance = prepare_instance(settings)
+
+    def _process_shard_runs() -> list:
+        return instance.get_runs(RunsFilter(job_name="process_shard"))
+
     inbox = settings.inbox
     inbox.mkdir(parents=True)
     env = {
@@ -106,5 +112,19 @@ def test_daemon_turns_inbox_drops_into_curated_rows(tmp_path):
         assert {status[rel] for rel in OVERLAP} == {"duplicate"}
         assert {status[rel] for rel in NEW_IN_SECOND} == {"ok"}
         assert all("drop-a" in d for d in drop_b.filter(pl.col("status") == "duplicate")["duplicate_of"])
+
+        # A late file in a drop that was already processed, copied with its old timestamp
+        # (`cp -p`): a follow-up registration processes it; nothing else runs again.
+        runs_before = len(_process_shard_runs())
+        shutil.copy2(CORPUS / LATE_FILE, inbox / "drop-a" / Path(LATE_FILE).name)
+
+        def late_file_done() -> bool:
+            sql = "SELECT rel_path, status FROM audio_files WHERE drop_id LIKE 'drop-a-%'"
+            files = query(settings.warehouse_path, sql)
+            return dict(files.iter_rows()).get(Path(LATE_FILE).name) == "ok"
+
+        latency_late = _wait_for(late_file_done, "the late file of drop-a", daemon, log)
+        print(f"drop-a follow-up: the late file queryable {latency_late:.1f} s after it landed")
+        assert len(_process_shard_runs()) == runs_before + 1
     finally:
         stop_process_group(daemon)
