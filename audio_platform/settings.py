@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_HOME = ".audio_platform"
-# Characters a home path cannot hold: SQLAlchemy unquotes `%XX` in sqlite:/// URLs, and both it and
-# DuckDB (for its write-ahead log) cut a path at `?`. Every other character works.
-HOME_URI_CHARACTERS = "?%"
+# Characters a home path cannot hold: SQLAlchemy unquotes `%XX` in sqlite:/// URLs, both it and
+# DuckDB (for its write-ahead log) cut a path at `?`, and DuckDB reads `\` as a path separator.
+HOME_URI_CHARACTERS = "?%\\"
 ENV_PREFIX = "AUDIO_PLATFORM_"
 # Values of AUDIO_PLATFORM_EXECUTOR: all steps in the run's process, a subprocess per step (Dagster's
 # default), or dagster_k8s.k8s_job_executor.
@@ -118,9 +118,9 @@ class Settings:
         if unsafe:
             # Checked before anything is written: these stores would otherwise open another path.
             raise ValueError(
-                f"{ENV_PREFIX}HOME {str(self.home)!r} contains {' and '.join(map(repr, unsafe))}: the Dagster and "
-                "MLflow SQLite stores (SQLAlchemy URLs) and DuckDB read them as URI syntax; choose a home without them "
-                "(drop folders may hold any character)"
+                f"{ENV_PREFIX}HOME {str(self.home)!r} contains {' and '.join(map(repr, unsafe))}: the Dagster "
+                "and MLflow SQLite stores (SQLAlchemy URLs) and DuckDB read them as URI or path syntax; choose a "
+                "home without them (drop folders may hold any character)"
             )
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")

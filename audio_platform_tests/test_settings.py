@@ -100,8 +100,8 @@ def test_asr_k8s_config_becomes_the_dagster_k8s_op_tag_and_needs_the_k8s_executo
     }
 
 
-@pytest.mark.parametrize("name", ["h?", "h%41"])
+@pytest.mark.parametrize("name", ["h?", "h%41", "h\\x"])
 def test_a_home_the_stores_would_misread_is_refused_before_anything_is_written(tmp_path, name):
-    with pytest.raises(ValueError, match="URI syntax"):
+    with pytest.raises(ValueError, match="URI or path syntax"):
         load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path / name)})
     assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -71,6 +72,15 @@ class InventoryRecord:
 
 def claimant_for(shard: str, source_path: str) -> str:
     return json.dumps({"shard": shard, "source_path": source_path}, sort_keys=True)
+
+
+_SHARD_SUFFIX = re.compile(r"-\d{4,}$")
+
+
+def _same_file_same_drop(owner: str, claimant: str) -> bool:
+    a, b = json.loads(owner), json.loads(claimant)
+    same_drop = _SHARD_SUFFIX.sub("", str(a.get("shard"))) == _SHARD_SUFFIX.sub("", str(b.get("shard")))
+    return a.get("source_path") == b.get("source_path") and same_drop
 
 
 def removed_record(
@@ -150,6 +160,7 @@ def inventory_file(
     claim: Callable[[str, str], str],
     cache: PcmCache,
     max_duration_s: float | None = None,
+    release: Callable[[str, str], bool] | None = None,
 ) -> InventoryRecord:
     """Account for one input file. ``claim(file_id, claimant)`` returns the owner of the content:
     ``claimant`` when this file owns it (or owned it on an earlier run), another claimant's string
@@ -193,6 +204,11 @@ def inventory_file(
         return _quarantine(source, rel_path, "empty file (0 bytes)", file_id=file_id, bytes=0)
 
     owner = claim(file_id, claimant)
+    if owner != claimant and release is not None and _same_file_same_drop(owner, claimant):
+        # An earlier version's layout put this very file in another shard of its drop: the file
+        # takes its claim over instead of becoming a duplicate of itself.
+        release(file_id, owner)
+        owner = claim(file_id, claimant)
     if owner != claimant:
         owned_by = json.loads(owner)
         duplicate_of = owned_by.get("source_path")

@@ -73,6 +73,7 @@ def raw_audio_files(
             index.claim,
             cache,
             storage.max_file_duration_s,
+            index.release,
         )
         rows.append(record.as_row())
         decoded_s = record.duration_s if record.status == OK and record.duration_s else 0.0

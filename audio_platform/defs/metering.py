@@ -17,6 +17,7 @@ from typing import Any
 from dagster import AssetExecutionContext, ConfigurableResource, MetadataValue
 from pydantic import Field
 
+from audio_platform.defs.recovery import record_run_owner
 from audio_platform.observability.progress import ProgressReporter
 from audio_platform.observability.stage_runs import Prices, Stopwatch, stage_run_key, stage_run_row
 from audio_platform.storage.lake import Lake
@@ -42,6 +43,8 @@ class MeteringResource(ConfigurableResource):
     price_per_gpu_hour: float = Field(description="AUDIO_PLATFORM_PRICE_PER_GPU_HOUR: price of a GPU-hour.")
 
     def start(self, context: AssetExecutionContext) -> "StageMeter":
+        # Every stage starts here, so this is where a launched run names the process executing it.
+        record_run_owner(context.instance, context.run)
         return StageMeter(context, Prices(self.price_per_cpu_hour, self.price_per_gpu_hour))
 
 

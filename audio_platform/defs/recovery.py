@@ -6,9 +6,10 @@ the queue's places and the ``audio_models`` slot, so every later run would wait 
 run monitoring notices dead workers only for launchers that can check them (Kubernetes); the
 local launcher cannot. So the platform checks itself, for two kinds of runs:
 
-* runs executed in-process by the CLI carry an owner tag (host, pid and process start time);
-* runs launched through the instance by the local launcher (UI, sensors, retries) log their
-  worker's pid in the "Started process for run" engine event.
+* a run carries an owner tag (host, pid and process start time): the CLI sets it when it
+  executes a run in its own process, a launched run sets it from its first stage;
+* before its first stage, a run launched through the instance by the local launcher (UI,
+  sensors, retries) is known by its worker's pid in the "Started process for run" engine event.
 
 A run is released only when its process provably no longer exists (a pid reused by a later
 process does not count as alive), so a live run is never touched. Released runs are marked failed
@@ -94,26 +95,42 @@ def owner_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
 
 
+def record_run_owner(instance: DagsterInstance, run: DagsterRun) -> None:
+    """Tag ``run`` with the process executing it, unless it already is (the CLI tags its own).
+    Only the run worker tags: a step subprocess (multiprocess executor) ends before its run does."""
+    if OWNER_TAG in run.tags:
+        return
+    worker = _worker_started(instance, run)
+    if worker is not None and worker[0] == os.getpid():
+        instance.add_run_tags(run.run_id, {OWNER_TAG: owner_tag()})
+
+
 def _owner_is_gone(owner: str) -> bool:
     host, pid, start = owner.rsplit(":", 2)
     # Another machine's process cannot be checked from here: assume it is alive.
     return host == socket.gethostname() and _process_start(int(pid)) != start
 
 
-def _worker_is_gone(instance: DagsterInstance, run: DagsterRun) -> bool:
-    """For a run of the local launcher: whether the worker process its events name has died."""
+def _worker_started(instance: DagsterInstance, run: DagsterRun) -> tuple[int, float] | None:
+    """(pid, when) of the run worker, from its "Started process for run" event; None before it."""
     records = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ENGINE_EVENT).records
     for record in reversed(records):
-        entry = record.event_log_entry
-        event = entry.dagster_event
+        event = record.event_log_entry.dagster_event
         if event is None or not (event.message or "").startswith(_WORKER_STARTED):
             continue
         pid_value = event.engine_event_data.metadata.get("pid")
-        if pid_value is None:
-            return False
-        started_at = _process_started_at(int(str(pid_value.value)))
-        return started_at is None or started_at > entry.timestamp + _START_TOLERANCE_S
-    return False  # not started yet: run monitoring's start timeout covers a launch that never began
+        return None if pid_value is None else (int(str(pid_value.value)), record.event_log_entry.timestamp)
+    return None
+
+
+def _worker_is_gone(instance: DagsterInstance, run: DagsterRun) -> bool:
+    """For a run of the local launcher: whether the worker process its events name has died."""
+    worker = _worker_started(instance, run)
+    if worker is None:
+        return False  # not started yet: run monitoring's start timeout covers a launch that never began
+    pid, logged_at = worker
+    started_at = _process_started_at(pid)
+    return started_at is None or started_at > logged_at + _START_TOLERANCE_S
 
 
 def release_runs_of_dead_processes(instance: DagsterInstance) -> list[str]:
@@ -132,6 +149,9 @@ def release_runs_of_dead_processes(instance: DagsterInstance) -> list[str]:
             who = "its run worker process"
         if not gone:
             continue
+        current = instance.get_run_by_id(run.run_id)
+        if current is None or current.status not in _RUNNING:
+            continue  # it ended (and its process exited) while we looked
         instance.report_run_failed(
             run,
             f"released: {who} is gone (killed or crashed); its pool slots are freed and the run is retried",

@@ -17,8 +17,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from audio_platform.defs.partitions import shard_partitions
-from audio_platform.defs.registration import PROCESS_SHARD_JOB, REGISTRATION_TAG
+from audio_platform.defs.partitions import SHARDS, shard_partitions
+from audio_platform.defs.registration import PROCESS_SHARD_JOB, REGISTRATION_TAG, is_processed
 from audio_platform.defs.resources import PlatformStorage
 from audio_platform.storage.inbox import DropWatch, inbox_drops, inspect_drop
 from audio_platform.storage.registration import register_drop_files
@@ -63,8 +63,13 @@ def inbox_sensor(
     new_partitions: list[str] = []
     waiting: list[str] = []
     registered = 0
+    known_partitions = set(context.instance.get_dynamic_partitions(SHARDS))
     for folder in inbox_drops(Path(inbox.root)):
-        status = inspect_drop(folder, inbox.quiet_period_s, now, watches.get(folder.name))
+        try:
+            status = inspect_drop(folder, inbox.quiet_period_s, now, watches.get(folder.name))
+        except OSError as err:  # the folder vanished or turned unreadable while it was listed
+            waiting.append(f"{folder.name}: cannot be listed ({err})")
+            continue
         watches[folder.name] = status.watch
         if not status.complete:
             if status.watch.registered != status.watch.listing:
@@ -73,20 +78,28 @@ def inbox_sensor(
         if registered >= inbox.max_drops_per_tick:
             waiting.append(f"{folder.name}: complete; registered on a later tick (max_drops_per_tick)")
             continue
-        registration = register_drop_files(storage.lake, folder, inbox.shard_size, status.files)
+        try:
+            registration = register_drop_files(storage.lake, folder, inbox.shard_size, status.files)
+        except (OSError, ValueError) as err:
+            # One drop that cannot be registered must not stop the others: it is retried next tick.
+            context.log.error(f"drop {folder.name} could not be registered: {err}")
+            continue
         registered += 1
         plan = registration.plan
         ids = registration.registration_ids
-        new_partitions.extend(plan.changed_shards)
-        # One run per shard and registration id: Dagster skips a run key it has seen, so only
-        # shards that are new, changed or reopened get a run, however often the drop is registered.
+        to_check = registration.shards_to_check
+        # Every shard of the drop is a partition, also when an earlier tick wrote the lake and died.
+        new_partitions.extend(shard for shard in to_check if shard not in known_partitions)
+        # One run per shard and registration id (Dagster skips a run key it has seen), and none for
+        # a shard already processed at its id (e.g. by `audio-platform process`).
         run_requests.extend(
             RunRequest(
                 partition_key=shard,
                 run_key=f"{shard}@{ids[shard]}",
                 tags={"drop_id": plan.drop_id, REGISTRATION_TAG: ids[shard]},
             )
-            for shard in registration.shards_to_check
+            for shard in to_check
+            if not is_processed(context.instance, shard, ids[shard])
         )
         watches[folder.name] = replace(status.watch, registered=status.watch.listing, drop_id=plan.drop_id)
         counts = ", ".join(f"{n} {kind}" for kind, n in plan.counts.items() if n)

@@ -61,6 +61,8 @@ class DropPlan:
     assignment: pl.DataFrame
     changed_shards: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    # Shards left with no file (an earlier version's stale shards): run once, empty, to clear their rows.
+    emptied: dict[str, str] = field(default_factory=dict)  # shard -> registration id
 
     @property
     def shards(self) -> dict[str, list[str]]:
@@ -72,7 +74,7 @@ class DropPlan:
 
     @property
     def registration_ids(self) -> dict[str, str]:
-        return dict(self.assignment.select("shard", "registration_id").unique("shard").iter_rows())
+        return {**self.emptied, **dict(self.assignment.select("shard", "registration_id").unique("shard").iter_rows())}
 
     @property
     def file_count(self) -> int:
@@ -111,7 +113,11 @@ def iter_drop_files(folder: Path) -> Iterator[str]:
     which os.walk would otherwise leave out without a trace.
     """
     root = Path(folder)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    unreadable: list[str] = []
+    # A folder that cannot be listed is an entry itself (the inventory gives it a row and a reason)
+    # instead of silently hiding its files; the root itself must be listable.
+    walk = os.walk(root, followlinks=False, onerror=lambda err: unreadable.append(err.filename))
+    for dirpath, dirnames, filenames in walk:
         dirnames[:] = [
             d for d in dirnames if not d.startswith(".") and not is_platform_home(os.path.join(dirpath, d))
         ]
@@ -120,6 +126,10 @@ def iter_drop_files(folder: Path) -> Iterator[str]:
             if name in READY_MARKERS or name == HOME_MARKER:
                 continue
             yield os.path.relpath(os.path.join(dirpath, name), root)
+    for path in unreadable:
+        if os.path.abspath(path) == os.path.abspath(root):
+            raise PermissionError(f"drop folder {root} cannot be listed")
+        yield os.path.relpath(path, root)
 
 
 def scan_drop(folder: Path) -> list[DropFile]:
@@ -130,6 +140,9 @@ def scan_drop(folder: Path) -> list[DropFile]:
         try:
             info = os.lstat(os.path.join(folder, rel_path))
         except FileNotFoundError:
+            continue
+        except OSError:
+            files.append(DropFile(rel_path, -1, -1, -1))  # listed but not stat-able: the inventory says why
             continue
         files.append(DropFile(rel_path, info.st_size, info.st_mtime_ns, info.st_ino))
     return sorted(files, key=lambda f: f.rel_path)
@@ -217,7 +230,12 @@ def plan_drop(
     rows: list[dict] = []
     changed: set[str] = set()
     known = SHARD_FILES.conform(previous) if previous is not None and previous.height else SHARD_FILES.empty()
-    for row in known.filter(pl.col("drop_id") == drop_id).sort("shard", "position").iter_rows(named=True):
+    known = known.filter(pl.col("drop_id") == drop_id).sort("shard", "position")
+    # Earlier versions cut shards from the sorted listing and left trailing shards behind when a
+    # folder shrank, so a path may be known twice: its first shard keeps it.
+    known_once = known.unique("rel_path", keep="first", maintain_order=True)
+    stale = sorted(set(known["shard"]) - set(known_once["shard"]))
+    for row in known_once.iter_rows(named=True):
         f = current.pop(row["rel_path"], None)
         if f is None:
             if row["removed_at"] is None:
@@ -258,7 +276,8 @@ def plan_drop(
         assignment = assignment.with_columns(
             pl.col("shard").replace_strict(renewed, default=pl.col("registration_id")).alias("registration_id")
         )
-    return DropPlan(drop_id, root, assignment, sorted(changed), counts)
+    emptied = {shard: _new_registration_id() for shard in stale}
+    return DropPlan(drop_id, root, assignment, sorted({*changed, *stale}), counts, emptied)
 
 
 def with_new_registration(frame: pl.DataFrame) -> pl.DataFrame:

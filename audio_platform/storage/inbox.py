@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audio_platform.storage.drops import READY_MARKERS, DropFile, fingerprint, scan_drop
+from audio_platform.storage.drops import READY_MARKERS, DropFile, fingerprint, is_platform_home, scan_drop
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ def inspect_drop(folder: Path, quiet_period_s: float, now: float, previous: Drop
 
     if watch.registered == listing:
         return status(False, "registered; unchanged since")
-    if not files:
-        return status(False, "no files yet")
+    if not files and not follow_up:
+        return status(False, "no files yet")  # a registered drop that empties is registered again
     stable_s = now - watch.since
     if stable_s <= 0:
         return status(False, "listing changed since the last look")
@@ -92,4 +92,8 @@ def inbox_drops(inbox: Path) -> list[Path]:
     """Sub-folders of ``inbox`` (hidden ones excluded), oldest name first (names are usually timestamps)."""
     if not inbox.is_dir():
         return []
-    return sorted(p for p in inbox.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in inbox.iterdir()
+        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and not is_platform_home(p)
+    )

@@ -23,6 +23,7 @@ offline or locked-down cluster cannot do. Any other DuckDB client needs httpfs a
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ from audio_platform.storage.object_store import query_filesystem
 from audio_platform.storage.tables import LAKE_TABLES, WAREHOUSE_INFO, Table
 
 INFO_TABLE = WAREHOUSE_INFO.name
-_READ_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+# `EXPLAIN ANALYZE <statement>` executes its statement: only a plain EXPLAIN of a query is a read.
+_EXPLAIN = re.compile(r"\s*EXPLAIN\b(?P<analyze>\s+ANALY[SZ]E\b)?(?P<inner>.*)", re.IGNORECASE | re.DOTALL)
 
 
 class ReadOnlyWarehouseError(ValueError):
@@ -104,25 +106,36 @@ def _moved_lake(db_path: Path, con: duckdb.DuckDBPyConnection) -> Lake | None:
 
 
 def _sandbox(con: duckdb.DuckDBPyConnection) -> None:
-    """Limit ``con`` to reading the lake its views read (see the module docstring)."""
-    lakes = [lake for (lake,) in con.execute(f"SELECT lake FROM {INFO_TABLE}").fetchall()]
-    if any("://" in lake for lake in lakes):
+    """Limit ``con`` to reading the table folders its views read (see the module docstring): not
+    the rest of the lake (the content claims), not anything else."""
+    [(lake,)] = con.execute(f"SELECT lake FROM {INFO_TABLE}").fetchall()
+    if "://" in lake:
         # The views read the object store through the platform's fsspec filesystem.
         con.register_filesystem(query_filesystem())
-    allowed = sorted({f"{prefix}/" for lake in lakes for prefix in (lake, glob_escape(lake))})
+    views = [name for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+    folders = [f"{lake}/{name}" for name in views]
+    allowed = sorted({f"{prefix}/" for folder in folders for prefix in (folder, glob_escape(folder))})
     con.execute("SET allowed_directories = $1", [allowed])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
 
 def check_read_only(sql: str) -> None:
-    """Raise :class:`ReadOnlyWarehouseError` unless every statement of ``sql`` is a query."""
-    for statement in duckdb.extract_statements(sql):
-        if statement.type not in _READ_STATEMENTS:
-            raise ReadOnlyWarehouseError(
-                f"the warehouse is read-only: {statement.type.name} statements are refused (only SELECT, "
-                "EXPLAIN, DESCRIBE and SHOW run); the platform's tables change only through its runs"
-            )
+    """Raise :class:`ReadOnlyWarehouseError` unless ``sql`` is one query (or a plain EXPLAIN of one)."""
+    statements = duckdb.extract_statements(sql)
+    if len(statements) != 1:
+        raise ReadOnlyWarehouseError(f"give exactly one statement, got {len(statements)}")
+    (statement,) = statements
+    kind = statement.type
+    if kind == duckdb.StatementType.EXPLAIN:
+        explained = _EXPLAIN.match(statement.query)
+        inner = duckdb.extract_statements(explained["inner"]) if explained and not explained["analyze"] else []
+        kind = inner[0].type if len(inner) == 1 else kind
+    if kind != duckdb.StatementType.SELECT:
+        raise ReadOnlyWarehouseError(
+            f"the warehouse is read-only: {statement.type.name} statements are refused (only SELECT, "
+            "EXPLAIN, DESCRIBE and SHOW run); the platform's tables change only through its runs"
+        )
 
 
 def query(db_path: Path, sql: str, parameters: Sequence[Any] | None = None) -> pl.DataFrame:

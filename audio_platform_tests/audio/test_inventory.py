@@ -288,3 +288,20 @@ def test_hidden_files_and_removed_files_are_accounted_for(tmp_path):
     gone = removed_record(last_row, "/d/a.wav", "a.wav", "2026-12-06")
     assert (gone.status, gone.file_id, gone.bytes) == ("removed", "abc", 4) and "2026-12-06" in gone.reason
     assert removed_record(None, "/d/b.wav", "b.wav", "t").file_id is None
+
+
+def test_a_file_moved_to_another_shard_of_its_drop_takes_its_claim_over(tmp_path):
+    # An earlier version's layout could put the same file in another shard of the same drop.
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    _tone(drop / "c.wav")
+    index, cache = ContentIndex(tmp_path / "index"), PcmCache(tmp_path / "cache")
+    path = drop / "c.wav"
+
+    def run(shard, release):
+        return inventory_file(path, "c.wav", drop, claimant_for(shard, str(path)), index.claim, cache, None, release)
+
+    assert run("d-abc123-0001", index.release).status == OK
+    assert run("d-abc123-0000", None).status == DUPLICATE  # without release: the old behaviour
+    assert run("d-abc123-0000", index.release).status == OK
+    assert run("other-def456-0000", index.release).status == DUPLICATE  # another drop: a real duplicate

@@ -183,3 +183,42 @@ def test_many_drops_are_bounded_per_tick(tmp_path, monkeypatch):
         batches.append(len(_requested(result)))
         cursor = result.cursor if isinstance(result, SensorResult) else cursor
     assert batches == [0, 2, 2, 1]
+
+
+def test_a_drop_emptied_after_registration_is_registered_again_as_removed(env):
+    inbox, home, tick = env
+    folder = _drop(inbox, "emptied", files=2, marker=True)
+    tick()
+    assert len(_requested(tick())) == 1
+    for path in folder.glob("clip_*.wav"):
+        path.unlink()
+    tick()
+    result = tick()
+    assert len(_requested(result)) == 1  # the shard runs again and records both files as removed
+    rows = Lake(home / "lake").read_many("shard_files")
+    assert rows["removed_at"].null_count() == 0
+
+
+def test_one_drop_that_cannot_be_registered_does_not_stop_the_others(env, tmp_path):
+    from audio_platform.storage.drops import HOME_MARKER
+
+    inbox, _, tick = env
+    bad = _drop(inbox, "a-bad", files=1, marker=True)
+    _drop(inbox, "b-good", files=1, marker=True)
+    tick()
+    (bad / HOME_MARKER).write_text("")  # became a platform home: never an input, skipped
+    requested = _requested(tick())
+    assert len(requested) == 1 and requested[0].startswith("b-good")
+
+
+def test_shards_a_dead_tick_wrote_become_partitions_on_the_next(env, tmp_path):
+    from audio_platform.storage.registration import register_drop_files
+
+    inbox, home, tick = env
+    folder = _drop(inbox, "half", files=3, marker=True)
+    # A tick that wrote the lake and died before returning: no partitions, no cursor.
+    register_drop_files(Lake(home / "lake"), folder, 2)
+    tick()
+    result = tick()
+    (request,) = result.dynamic_partitions_requests
+    assert sorted(request.partition_keys) == sorted(_requested(result)) and len(_requested(result)) == 2

@@ -1,5 +1,6 @@
 import os
 
+import polars as pl
 import pytest
 
 from audio_platform.storage.drops import (
@@ -155,3 +156,32 @@ def test_a_platform_home_is_never_an_input(tmp_path):
     assert (home / HOME_MARKER).is_file()
     with pytest.raises(ValueError, match="home"):
         plan_drop(home, 10)
+
+
+def test_stale_shards_of_an_earlier_version_are_emptied(tmp_path):
+    drop = tmp_path / "drop"
+    for name in ["b.wav", "c.wav", "d.wav", "e.wav"]:
+        _touch(drop / name)
+    plan = plan_drop(drop, shard_size=2)
+    _, shard_1 = plan.shards
+    # The old layout after removing a.wav from a,b|c,d|e: b,c|d,e rewritten and a stale e in 0002.
+    stale = (
+        plan.shard_files(shard_1)
+        .tail(1)
+        .with_columns(shard=pl.lit(f"{plan.drop_id}-0002"), position=pl.lit(0, pl.Int64))
+    )
+    legacy = pl.concat([plan.assignment, stale]).drop("size", "mtime_ns", "inode", "registration_id")
+    again = plan_drop(
+        drop,
+        2,
+        legacy.with_columns(
+            size=pl.lit(None, pl.Int64),
+            mtime_ns=pl.lit(None, pl.Int64),
+            inode=pl.lit(None, pl.Int64),
+            registration_id=pl.lit(None, pl.String),
+        ),
+    )
+    assert again.shards == plan.shards  # e.wav once, in its first shard; nothing reported removed
+    assert again.counts["removed"] == 0 and again.assignment["rel_path"].n_unique() == 4
+    assert f"{plan.drop_id}-0002" in again.changed_shards and f"{plan.drop_id}-0002" in again.registration_ids
+    assert again.shard_files(f"{plan.drop_id}-0002").height == 0

@@ -98,6 +98,10 @@ def test_a_moved_home_reads_its_own_lake(tmp_path):
         "DELETE FROM segments",
         "SELECT 1; COPY segments TO '{tmp}/out2.csv'",
         "EXPORT DATABASE '{tmp}/exported'",
+        "EXPLAIN ANALYZE COPY (SELECT 'x' AS segment_id) TO '{lake}/segments/_schema/data.parquet' (FORMAT parquet)",
+        "explain   analyse COPY segments TO '{tmp}/out3.csv'",
+        "EXPLAIN COPY segments TO '{tmp}/out4.csv'",
+        "SELECT * FROM read_text('{lake}/_content_index/ab/abcd')",
     ],
 )
 def test_sql_is_sandboxed_to_reading_the_platforms_tables(tmp_path, sql):
@@ -113,6 +117,7 @@ def test_sql_is_sandboxed_to_reading_the_platforms_tables(tmp_path, sql):
     # Reading the platform's own files directly stays possible; describing and showing too.
     assert query(db, f"SELECT count(*) AS n FROM read_parquet('{lake.glob('segments')}')")["n"][0] == 1
     assert "segments" in query(db, "SHOW TABLES")["name"].to_list()
+    assert query(db, "EXPLAIN SELECT count(*) FROM segments").height >= 1
 
 
 def test_writes_get_a_one_line_read_only_error(tmp_path):
