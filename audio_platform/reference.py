@@ -59,9 +59,10 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
 def _segment_scores_table() -> Table:
     # Built the way the asset builds it, with the default criteria, so the columns are the real ones.
     from audio_platform.defs.resources import CurationResource
-    from audio_platform.defs.scoring import SEGMENT_SCORES, build_scores
+    from audio_platform.defs.scoring import SEGMENT_SCORES
+    from audio_platform.stages import score_shard
 
-    frame = build_scores(SEGMENTS.empty(), TRANSCRIPTS.empty(), CurationResource())
+    frame = score_shard(SEGMENTS.empty(), TRANSCRIPTS.empty(), CurationResource().criteria())
     grain = "one segment's quality criteria and TOPSIS score (criterion columns follow the criteria in use)"
     return Table(SEGMENT_SCORES, grain, dict(frame.schema))
 

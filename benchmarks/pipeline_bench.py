@@ -50,15 +50,13 @@ from audio_platform.audio.inventory import OK, claimant_for, inventory_file
 from audio_platform.audio.pcm_cache import PcmCache
 from audio_platform.audio.segments import segment_rows
 from audio_platform.audio.vad import SileroVad
-from audio_platform.curation.selection import decide
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.resources import AsrResource, CurationResource, VadResource
-from audio_platform.defs.scoring import build_scores
-from audio_platform.defs.transcription import FILES_PER_BATCH
 from audio_platform.evaluation.wer import WerResult, corpus_wer
 from audio_platform.pipeline import prepare_instance, process_drop
 from audio_platform.settings import Settings
-from audio_platform.storage.tables import SEGMENTS, TRANSCRIPTS
+from audio_platform.stages import curate_shard, score_shard, transcribe_shard
+from audio_platform.storage.tables import SEGMENTS
 from audio_platform.storage.warehouse import query
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -282,17 +280,21 @@ def run_platform_stages(
     speech_s = float(segments["duration_s"].sum())
 
     watch = Stopwatch()
-    transcripts = transcribe_like_the_asset(segments, cache, models.transcriber)
+    transcripts, _ = transcribe_shard(segments, cache.load, models.transcriber)
     stages.append(StageResult(subset.name, STAGE_ASR, segments["file_id"].n_unique(), speech_s, watch.stop()))
 
     files_with_speech = segments["file_id"].n_unique()
     watch = Stopwatch()
-    scores = build_scores(segments, transcripts, models.curation)
+    scores = score_shard(segments, transcripts, models.curation.criteria())
     stages.append(StageResult(subset.name, STAGE_SCORING, files_with_speech, speech_s, watch.stop()))
 
     watch = Stopwatch()
-    candidates = scores.join(transcripts.select("segment_id", "text", "language"), on="segment_id", validate="1:1")
-    decide(candidates, models.curation.policy())
+    files = pl.DataFrame(
+        [(r.file_id, str(subset.root / r.rel_path), r.status) for r in records if r.file_id],
+        schema={"file_id": pl.String, "source_path": pl.String, "status": pl.String},
+        orient="row",
+    )
+    curate_shard(scores, segments, transcripts, files, models.curation.policy())
     stages.append(StageResult(subset.name, STAGE_SELECTION, files_with_speech, speech_s, watch.stop()))
 
     text_of = dict(zip(transcripts["segment_id"].to_list(), transcripts["text"].to_list(), strict=True))
@@ -301,35 +303,6 @@ def run_platform_stages(
         by_file.setdefault(file_id, []).append(text_of[seg_id])
     hypotheses = {r.rel_path: join_texts(by_file.get(r.file_id, [])) for r in records if r.file_id}
     return stages, SystemRun(PLATFORM_STAGES, subset.name, combined(s.timing for s in stages), hypotheses)
-
-
-def transcribe_like_the_asset(segments: pl.DataFrame, cache: PcmCache, transcriber: WhisperTranscriber) -> pl.DataFrame:
-    """The transcripts asset's loop (defs/transcription.py): files in file_id order, FILES_PER_BATCH per call."""
-    rows: list[dict[str, object]] = []
-    groups = [group for _, group in segments.sort("file_id", "start_s").group_by(["file_id"], maintain_order=True)]
-    for first in range(0, len(groups), FILES_PER_BATCH):
-        batch = groups[first : first + FILES_PER_BATCH]
-        items = [
-            (np.asarray(cache.load(group["file_id"][0])), list(group.select("start_s", "end_s").iter_rows()))
-            for group in batch
-        ]
-        for group, results in zip(batch, transcriber.transcribe_many(items), strict=True):
-            rows.extend(
-                {
-                    "segment_id": seg_id,
-                    "file_id": group["file_id"][0],
-                    "shard": group["shard"][0],
-                    "text": result.text,
-                    "language": result.language,
-                    "avg_logprob": result.avg_logprob,
-                    "no_speech_prob": result.no_speech_prob,
-                    "compression_ratio": result.compression_ratio,
-                    "word_count": len(result.words),
-                    "asr_model": transcriber.model_name,
-                }
-                for seg_id, result in zip(group["segment_id"].to_list(), results, strict=True)
-            )
-    return pl.DataFrame(rows, schema=TRANSCRIPTS.schema)
 
 
 HYPOTHESES_SQL = """

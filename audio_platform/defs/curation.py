@@ -13,11 +13,12 @@ from dagster import (
     asset_check,
 )
 
-from audio_platform.curation.selection import REJECTION_RULES, decide, rejection_rule
+from audio_platform.curation.selection import REJECTION_RULES, rejection_rule
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import CurationResource, PlatformStorage
 from audio_platform.defs.scoring import SEGMENT_SCORES, segment_scores
+from audio_platform.stages import curate_shard
 from audio_platform.storage.tables import AUDIO_FILES, CURATED_SEGMENTS, CURATION_DECISIONS, SEGMENTS, TRANSCRIPTS
 
 
@@ -36,44 +37,28 @@ def curated_segments(
     shard = context.partition_key
     lake = storage.lake
     meter = metering.start(context)
-    candidates = (
-        lake.read(SEGMENT_SCORES, shard)
-        .select("segment_id", "topsis_score", "clipping_ratio")
-        .join(
-            lake.read(SEGMENTS.name, shard).select("segment_id", "file_id", "start_s", "end_s", "duration_s"),
-            on="segment_id",
-            validate="1:1",
-        )
-        .join(
-            lake.read(TRANSCRIPTS.name, shard).select(
-                "segment_id", "text", "language", "no_speech_prob", "compression_ratio"
-            ),
-            on="segment_id",
-            validate="1:1",
-        )
-        .join(
-            lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == "ok").select("file_id", "source_path"),
-            on="file_id",
-            validate="m:1",
-        )
-        .with_columns(pl.lit(shard).alias("shard"))
+    decisions = curate_shard(
+        lake.read(SEGMENT_SCORES, shard),
+        lake.read(SEGMENTS.name, shard),
+        lake.read(TRANSCRIPTS.name, shard),
+        lake.read(AUDIO_FILES.name, shard),
+        curation.policy(),
     )
-    decisions = decide(candidates, curation.policy())
     curated = decisions.filter(pl.col("selected"))
     lake.write_table(CURATED_SEGMENTS, shard, curated)
     lake.write_table(CURATION_DECISIONS, shard, decisions)
-    meter.audio_s = float(candidates["duration_s"].sum()) if candidates.height else 0.0
+    meter.audio_s = float(decisions["duration_s"].sum()) if decisions.height else 0.0
     rules = Counter(rejection_rule(reason) for reason in decisions.filter(~pl.col("selected"))["rejection_reason"])
     return MaterializeResult(
         metadata=meter.finish(
             lake,
             {
-                "candidates": candidates.height,
+                "candidates": decisions.height,
                 "curated": curated.height,
                 "curated_seconds": round(float(curated["duration_s"].sum()), 3) if curated.height else 0.0,
-                "yield_ratio": round(curated.height / candidates.height, 4) if candidates.height else 0.0,
+                "yield_ratio": round(curated.height / decisions.height, 4) if decisions.height else 0.0,
             },
-            segments=candidates.height,
+            segments=decisions.height,
             failures={rule: rules[rule] for rule in REJECTION_RULES},
             failure_label="rejected",
         )

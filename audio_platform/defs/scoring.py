@@ -15,42 +15,15 @@ from dagster import (
     asset_check,
 )
 
-from audio_platform.curation.criteria import add_text_criteria
-from audio_platform.curation.topsis import score_frame
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import CurationResource, PlatformStorage
 from audio_platform.defs.transcription import TRANSCRIPTS_KEY
 from audio_platform.observability.plots import chart_markdown, distributions_figure
+from audio_platform.stages import score_shard
 from audio_platform.storage.tables import SEGMENTS, TRANSCRIPTS
 
 SEGMENT_SCORES = "segment_scores"
-
-
-def build_scores(segments: pl.DataFrame, transcripts: pl.DataFrame, curation: CurationResource) -> pl.DataFrame:
-    criteria = curation.criteria()
-    joined = segments.join(transcripts.drop("file_id", "shard"), on="segment_id", how="left", validate="1:1")
-    scored = score_frame(add_text_criteria(joined), criteria)
-    criterion_columns = [c.name for c in criteria]
-    measured = [
-        c
-        for c in (
-            "duration_s",
-            "speech_prob",
-            "snr_db",
-            "clipping_ratio",
-            "loudness_dbfs",
-            "dc_offset",
-            "avg_logprob",
-            "no_speech_prob",
-            "compression_ratio",
-            "speaking_rate",
-            "duration_fitness",
-        )
-        if c in scored.columns
-    ]
-    columns = ["segment_id", "file_id", "shard", *dict.fromkeys([*measured, *criterion_columns]), "topsis_score"]
-    return scored.select(columns).with_columns(pl.col(pl.Float32).cast(pl.Float64))
 
 
 @asset(
@@ -66,7 +39,8 @@ def segment_scores(
 ) -> MaterializeResult:
     shard = context.partition_key
     meter = metering.start(context)
-    scores = build_scores(storage.lake.read(SEGMENTS.name, shard), storage.lake.read(TRANSCRIPTS.name, shard), curation)
+    segments, transcripts = storage.lake.read(SEGMENTS.name, shard), storage.lake.read(TRANSCRIPTS.name, shard)
+    scores = score_shard(segments, transcripts, curation.criteria())
     storage.lake.write(SEGMENT_SCORES, shard, scores)
     meter.audio_s = float(scores["duration_s"].sum()) if scores.height else 0.0
     plotted = [*(c.name for c in curation.criteria()), "topsis_score"]

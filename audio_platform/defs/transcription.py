@@ -23,17 +23,11 @@ from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import AsrResource, PlatformStorage
 from audio_platform.defs.vad import MODEL_POOL, vad_segments
+from audio_platform.stages import transcribe_shard
 from audio_platform.storage.tables import AUDIO_FILES, SEGMENTS, TRANSCRIPTS, WORDS
 
 TRANSCRIPTS_KEY = AssetKey("transcripts")
-# Bounds the audio held at once (cached audio is memory-mapped, but decoded windows are not).
-FILES_PER_BATCH = 64
 WORDS_KEY = AssetKey("words")
-
-
-def _batches(items: list[pl.DataFrame], size: int) -> Iterator[list[pl.DataFrame]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 # The op of build_transcription_asset; its name is the stage name in metering (stage_runs, metrics).
@@ -41,60 +35,24 @@ def transcribe_segments(
     context: AssetExecutionContext, storage: PlatformStorage, asr: AsrResource, metering: MeteringResource
 ) -> Iterator[MaterializeResult]:
     shard = context.partition_key
-    segments = storage.lake.read(SEGMENTS.name, shard).sort("file_id", "start_s")
+    segments = storage.lake.read(SEGMENTS.name, shard)
     files = storage.lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == OK).select("file_id", "source_path")
     transcriber = asr.build()
     meter = metering.start(context)
     meter.device = transcriber.device
-    transcript_rows: list[dict[str, object]] = []
-    word_rows: list[dict[str, object]] = []
     source_of = dict(files.iter_rows())
-    groups = [group for _, group in segments.group_by(["file_id"], maintain_order=True)]
-    progress = meter.progress("ASR", len(groups))
-    for batch in _batches(groups, FILES_PER_BATCH):
-        # Files of a batch share packed 30-s windows: many short files cost no more than one long one.
-        items = [
-            (
-                np.asarray(storage.load_audio(group["file_id"][0], source_of[group["file_id"][0]])),
-                list(group.select("start_s", "end_s").iter_rows()),
-            )
-            for group in batch
-        ]
-        for group, results in zip(batch, transcriber.transcribe_many(items), strict=True):
-            speech_s = float(group["duration_s"].sum())
-            meter.audio_s += speech_s
-            progress.advance(audio_s=speech_s)
-            file_id = group["file_id"][0]
-            for seg_id, result in zip(group["segment_id"].to_list(), results, strict=True):
-                transcript_rows.append(
-                    {
-                        "segment_id": seg_id,
-                        "file_id": file_id,
-                        "shard": shard,
-                        "text": result.text,
-                        "language": result.language,
-                        "avg_logprob": result.avg_logprob,
-                        "no_speech_prob": result.no_speech_prob,
-                        "compression_ratio": result.compression_ratio,
-                        "word_count": len(result.words),
-                        "asr_model": transcriber.model_name,
-                    }
-                )
-                word_rows.extend(
-                    {
-                        "segment_id": seg_id,
-                        "file_id": file_id,
-                        "shard": shard,
-                        "word_index": index,
-                        "word": word.word,
-                        "start_s": word.start_s,
-                        "end_s": word.end_s,
-                        "probability": word.probability,
-                    }
-                    for index, word in enumerate(result.words)
-                )
-    transcripts = pl.DataFrame(transcript_rows, schema=TRANSCRIPTS.schema)
-    words = pl.DataFrame(word_rows, schema=WORDS.schema)
+    progress = meter.progress("ASR", segments["file_id"].n_unique())
+
+    def file_done(speech_s: float) -> None:
+        meter.audio_s += speech_s
+        progress.advance(audio_s=speech_s)
+
+    transcripts, words = transcribe_shard(
+        segments,
+        lambda file_id: np.asarray(storage.load_audio(file_id, source_of[file_id])),
+        transcriber,
+        on_file=file_done,
+    )
     storage.lake.write_table(TRANSCRIPTS, shard, transcripts)
     storage.lake.write_table(WORDS, shard, words)
     empty = transcripts.filter(pl.col("text").str.strip_chars() == "").height
@@ -107,7 +65,7 @@ def transcribe_segments(
             "asr_model": transcriber.model_name,
             "device": transcriber.device,
         },
-        files=len(groups),
+        files=segments["file_id"].n_unique(),
         segments=transcripts.height,
     )
     yield MaterializeResult(asset_key=TRANSCRIPTS_KEY, metadata=metadata)
