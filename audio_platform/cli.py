@@ -137,17 +137,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise_on_error=False,
             tags=owner,
         )
+        # The decision: keyword_champion's, or the floors check's when it blocked the promotion.
+        champion = result.asset_materializations_for_node("keyword_champion")
         evaluations = result.get_asset_check_evaluations()
-        if not evaluations:
+        if champion:
+            meta = {k: v.value for k, v in champion[0].metadata.items()}
+            outcome = "promoted to @champion" if meta["promoted"] else "challenger"
+        elif evaluations:
+            meta = {k: v.value for k, v in evaluations[0].metadata.items()}
+            outcome = "challenger, below the promotion floors"
+        else:
             print(f"{keyword}: training failed (see the Dagster UI run logs)", file=sys.stderr)
             status = 1
-        for evaluation in evaluations:
-            meta = {k: v.value for k, v in evaluation.metadata.items()}
-            print(
-                f"kws-{keyword} v{meta['version']}: F1 {meta['candidate_f1']:.3f}, "
-                f"false accepts/h {meta['candidate_false_accepts_per_hour']:.1f}; "
-                f"{'promoted to @champion' if meta['promoted'] else 'challenger'} ({meta['reason']})"
-            )
+            continue
+        print(
+            f"kws-{keyword} v{meta['version']}: F1 {meta['candidate_f1']:.3f}, "
+            f"false accepts/h {meta['candidate_false_accepts_per_hour']:.1f}; {outcome} ({meta['reason']})"
+        )
     defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance, tags=owner)
     uri = redact_credentials(settings.mlflow_tracking_uri)
     print(f"MLflow: {uri}  (mlflow ui --backend-store-uri {uri})")

@@ -64,12 +64,14 @@ def _executor(settings: Settings) -> ExecutorDefinition | None:
 
 def build_definitions(settings: Settings) -> Definitions:
     transcribe_segments = build_transcription_asset(pool=settings.asr_pool, op_tags=settings.asr_op_tags)
-    keyword_dataset, keyword_model, champion_promotion = build_training_assets(settings.keyword_list)
+    keyword_dataset, keyword_model, keyword_champion, candidate_meets_floors = build_training_assets(
+        settings.keyword_list
+    )
     train_keyword_job = define_asset_job(
         "train_keyword",
-        selection=AssetSelection.assets(keyword_dataset, keyword_model),
+        selection=AssetSelection.assets(keyword_dataset, keyword_model, keyword_champion),
         partitions_def=keyword_model.partitions_def,
-        description="Cut the keyword dataset from all curated shards, train, register, gate promotion.",
+        description="Cut the keyword dataset from all curated shards, train, register, gate, promote.",
     )
     return Definitions(
         assets=[
@@ -81,10 +83,11 @@ def build_definitions(settings: Settings) -> Definitions:
             warehouse,
             keyword_dataset,
             keyword_model,
+            keyword_champion,
         ],
         asset_checks=[
             *load_asset_checks_from_modules([ingest, vad, transcription, scoring, curation, warehouse_defs]),
-            champion_promotion,
+            candidate_meets_floors,
         ],
         jobs=[process_shard_job, rescore_shard_job, refresh_warehouse_job, train_keyword_job],
         executor=_executor(settings),

@@ -20,6 +20,7 @@ EXPECTED_ASSETS = {
     "warehouse",
     "keyword_dataset",
     "keyword_model",
+    "keyword_champion",
 }
 
 
@@ -37,7 +38,7 @@ def test_definitions_hold_the_whole_graph(tmp_path):
         "every_segment_has_a_decision",
         "curated_set_not_empty",
         "words_inside_their_segments",
-        "champion_promotion",
+        "candidate_meets_floors",
     } <= checks
     assert graph.get(AssetKey("vad_segments")).partitions_def is not None
     assert {job.name for job in defs.resolve_all_job_defs()} >= {

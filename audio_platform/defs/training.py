@@ -1,4 +1,7 @@
-"""keyword_dataset → keyword_model (MLflow) → champion promotion check, one partition per keyword."""
+"""keyword_dataset → keyword_model (MLflow) → keyword_champion (the alias), one partition per keyword.
+
+A blocking check on keyword_model (candidate_meets_floors) is a pure read of the new version's
+metrics; moving the alias is the work of the keyword_champion asset, never of a check."""
 
 from dagster import (
     AllPartitionMapping,
@@ -100,7 +103,7 @@ def keyword_partitions(keywords: tuple[str, ...]) -> StaticPartitionsDefinition:
 
 def build_training_assets(
     keywords: tuple[str, ...],
-) -> tuple[AssetsDefinition, AssetsDefinition, AssetChecksDefinition]:
+) -> tuple[AssetsDefinition, AssetsDefinition, AssetsDefinition, AssetChecksDefinition]:
     """The keyword assets for the configured keywords (static partitions are fixed per deployment)."""
     partitions = keyword_partitions(keywords)
     # Every keyword reads the curated data of ALL shards.
@@ -148,7 +151,7 @@ def build_training_assets(
         group_name="training",
         kinds={"pytorch", "mlflow"},
         description="A keyword-spotting model trained on keyword_dataset, logged to MLflow and registered "
-        "as a new version of kws-<keyword>; the champion alias moves only through the promotion check.",
+        "as a new version of kws-<keyword>; the champion alias moves only in keyword_champion.",
     )
     def keyword_model(
         context: AssetExecutionContext, storage: PlatformStorage, training: TrainingResource, metering: MeteringResource
@@ -158,7 +161,7 @@ def build_training_assets(
         manifest = storage.lake.read(KEYWORD_CLIPS, keyword)
         from audio_platform.demo import synthesize_speech
         from audio_platform.training.pipeline import train_and_register
-        from audio_platform.training.registry import training_figures
+        from audio_platform.training.registry import floors_shortfall, record_decision, training_figures
 
         outcome = train_and_register(
             manifest,
@@ -170,6 +173,11 @@ def build_training_assets(
         )
         metrics = outcome.metrics
         meter.device = outcome.device
+        shortfall = floors_shortfall(metrics, training.floors())
+        if shortfall is not None:
+            # keyword_champion will not run for it (the floors check blocks): record why here.
+            name = training.model_name(keyword)
+            record_decision(training.tracking_uri, name, outcome.version.version, False, shortfall)
         mirror_registry(storage, training, keyword)
         charts = {
             name: MetadataValue.md(markdown_image(figure_png(figure), name.replace("_", " ")))
@@ -193,44 +201,72 @@ def build_training_assets(
         )
 
     @asset_check(asset=keyword_model, partitions_def=partitions, blocking=True)
-    def champion_promotion(
-        context: AssetCheckExecutionContext, storage: PlatformStorage, training: TrainingResource
-    ) -> AssetCheckResult:
-        """Promotes the newest version to @champion only if it meets the floors and beats the current
-        champion on the same test set. Below the floors: ERROR (blocks). Above the floors but not
-        better: WARN, the version stays a challenger."""
-        from audio_platform.training.registry import mlflow_client, name_filter, promote_if_better
+    def candidate_meets_floors(context: AssetCheckExecutionContext, training: TrainingResource) -> AssetCheckResult:
+        """The newest version meets the promotion floors (F1, false accepts per hour): a pure read of
+        its stored test metrics through the one rule (``floors_shortfall``). Failing blocks
+        ``keyword_champion``, so a version below the floors can never become champion."""
+        from audio_platform.training.registry import floors_shortfall, newest_version, version_metrics
 
-        keyword = context.partition_key
-        name = training.model_name(keyword)
-        versions = mlflow_client(training.tracking_uri).search_model_versions(name_filter(name))
-        newest = max(versions, key=lambda v: int(v.version))
-        manifest = storage.lake.read(KEYWORD_CLIPS, keyword)
-        decision = promote_if_better(
-            manifest,
-            tracking_uri=training.tracking_uri,
-            model_name=name,
-            version=str(newest.version),
-            floors=training.floors(),
-        )
-        mirror_registry(storage, training, keyword)
-        meets_floors = decision.candidate.f1 >= training.min_f1 and not (
-            decision.candidate.false_accepts_per_hour > training.max_false_accepts_per_hour
-        )
+        name = training.model_name(context.partition_key)
+        version = newest_version(training.tracking_uri, name)
+        candidate = version_metrics(training.tracking_uri, name, version)
+        shortfall = floors_shortfall(candidate, training.floors())
         return AssetCheckResult(
-            passed=decision.promoted,
-            severity=AssetCheckSeverity.WARN if meets_floors else AssetCheckSeverity.ERROR,
+            passed=shortfall is None,
+            severity=AssetCheckSeverity.ERROR,
+            description=shortfall or "meets the floors",
             metadata={
-                "version": int(newest.version),
-                "promoted": decision.promoted,
-                "reason": decision.reason,
-                "previous_champion": decision.champion_version or "none",
-                "candidate_f1": MetadataValue.float(decision.candidate.f1),
-                "candidate_false_accepts_per_hour": MetadataValue.float(decision.candidate.false_accepts_per_hour),
+                "version": int(version),
+                "reason": shortfall or "meets the floors",
+                "candidate_f1": MetadataValue.float(candidate.f1),
+                "candidate_false_accepts_per_hour": MetadataValue.float(candidate.false_accepts_per_hour),
             },
         )
 
-    return keyword_dataset, keyword_model, champion_promotion
+    @asset(
+        deps=[keyword_model],
+        partitions_def=partitions,
+        automation_condition=AFTER_UPSTREAM_UPDATES,
+        group_name="training",
+        kinds={"mlflow"},
+        description="The @champion alias of kws-<keyword>: the newest version takes it when it meets the "
+        "floors (blocking check on keyword_model) and beats the champion on the same test set; otherwise "
+        "it stays a challenger, with the reason on the version and here.",
+    )
+    def keyword_champion(
+        context: AssetExecutionContext, storage: PlatformStorage, training: TrainingResource, metering: MeteringResource
+    ) -> MaterializeResult:
+        from audio_platform.training.registry import newest_version, promote_if_better
+
+        keyword = context.partition_key
+        meter = metering.start(context)
+        name = training.model_name(keyword)
+        version = newest_version(training.tracking_uri, name)
+        decision = promote_if_better(
+            storage.lake.read(KEYWORD_CLIPS, keyword),
+            tracking_uri=training.tracking_uri,
+            model_name=name,
+            version=version,
+            floors=training.floors(),
+        )
+        mirror_registry(storage, training, keyword)
+        context.log.info(f"{name} v{version}: {'champion' if decision.promoted else 'challenger'} ({decision.reason})")
+        return MaterializeResult(
+            metadata=meter.finish(
+                storage.lake,
+                {
+                    "version": int(version),
+                    "promoted": decision.promoted,
+                    "reason": decision.reason,
+                    "champion_version": int(version) if decision.promoted else int(decision.champion_version or 0),
+                    "previous_champion": decision.champion_version or "none",
+                    "candidate_f1": MetadataValue.float(decision.candidate.f1),
+                    "candidate_false_accepts_per_hour": MetadataValue.float(decision.candidate.false_accepts_per_hour),
+                },
+            )
+        )
+
+    return keyword_dataset, keyword_model, keyword_champion, candidate_meets_floors
 
 
 def mirror_registry(storage: PlatformStorage, training: TrainingResource, keyword: str) -> None:

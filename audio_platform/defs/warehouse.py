@@ -31,6 +31,7 @@ FROM curation_decisions GROUP BY shard ORDER BY shard
         # By key: the keyword assets are built per deployment from the configured keywords.
         AssetKey("keyword_dataset"),
         AssetKey("keyword_model"),
+        AssetKey("keyword_champion"),
     ],
     automation_condition=AFTER_UPSTREAM_UPDATES,
     group_name="warehouse",

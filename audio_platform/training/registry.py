@@ -214,21 +214,30 @@ def run_metrics(tracking_uri: str, run_id: str) -> EvalMetrics:
     return EvalMetrics.from_numeric(values, run.data.tags[_DIGEST_TAG])
 
 
+def floors_shortfall(candidate: EvalMetrics, floors: PromotionFloors) -> str | None:
+    """Why ``candidate`` may not become champion whatever the champion is, or None when it meets
+    the floors. The one rule behind the blocking floors check and :func:`should_promote`."""
+    if math.isnan(candidate.false_accepts_per_hour):
+        return "no keyword-free test audio, so false accepts per hour are unknown"
+    if math.isnan(candidate.f1) or candidate.f1 < floors.min_f1:
+        return f"F1 {candidate.f1:.3f} is below the floor {floors.min_f1:.3f}"
+    if candidate.false_accepts_per_hour > floors.max_false_accepts_per_hour:
+        return (
+            f"{candidate.false_accepts_per_hour:.2f} false accepts/hour exceeds the ceiling "
+            f"{floors.max_false_accepts_per_hour:.2f}"
+        )
+    return None
+
+
 def should_promote(candidate: EvalMetrics, champion: EvalMetrics | None, floors: PromotionFloors) -> tuple[bool, str]:
     """Promote when the candidate meets the floors and beats the champion on the same test set.
 
     "Beats" means a higher F1, or an F1 tie (within ``floors.f1_tolerance``) with fewer false
     accepts per hour.
     """
-    if math.isnan(candidate.false_accepts_per_hour):
-        return False, "no keyword-free test audio, so false accepts per hour are unknown"
-    if candidate.f1 < floors.min_f1:
-        return False, f"F1 {candidate.f1:.3f} is below the floor {floors.min_f1:.3f}"
-    if candidate.false_accepts_per_hour > floors.max_false_accepts_per_hour:
-        return False, (
-            f"{candidate.false_accepts_per_hour:.2f} false accepts/hour exceeds the ceiling "
-            f"{floors.max_false_accepts_per_hour:.2f}"
-        )
+    shortfall = floors_shortfall(candidate, floors)
+    if shortfall is not None:
+        return False, shortfall
     if champion is None:
         return True, "meets the floors and there is no champion yet"
     if champion.test_digest != candidate.test_digest:
@@ -245,6 +254,26 @@ def should_promote(candidate: EvalMetrics, champion: EvalMetrics | None, floors:
         f"does not beat the champion (F1 {candidate.f1:.3f} vs {champion.f1:.3f}, false accepts/hour "
         f"{candidate.false_accepts_per_hour:.2f} vs {champion.false_accepts_per_hour:.2f})"
     )
+
+
+def newest_version(tracking_uri: str, model_name: str) -> str:
+    """The highest registered version number of ``model_name``."""
+    versions = mlflow_client(tracking_uri).search_model_versions(name_filter(model_name))
+    if not versions:
+        raise LookupError(f"no registered version of {model_name}")
+    return str(max(int(v.version) for v in versions))
+
+
+def version_metrics(tracking_uri: str, model_name: str, version: str) -> EvalMetrics:
+    """The test metrics stored with a registered version (read-only)."""
+    return run_metrics(tracking_uri, _run_id(mlflow_client(tracking_uri).get_model_version(model_name, version)))
+
+
+def record_decision(tracking_uri: str, model_name: str, version: str, promoted: bool, reason: str) -> None:
+    """Tag ``version`` with the promotion decision taken for it (the alias says who is champion now)."""
+    client = mlflow_client(tracking_uri)
+    client.set_model_version_tag(model_name, version, "promotion_decision", CHAMPION if promoted else CHALLENGER)
+    client.set_model_version_tag(model_name, version, "promotion_reason", reason)
 
 
 def promote_if_better(
@@ -276,9 +305,7 @@ def promote_if_better(
     promoted, reason = should_promote(candidate, champion, floors)
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION, version)
-    # The alias says who is champion now; these tags record the decision taken for this version.
-    client.set_model_version_tag(model_name, version, "promotion_decision", CHAMPION if promoted else CHALLENGER)
-    client.set_model_version_tag(model_name, version, "promotion_reason", reason)
+    record_decision(tracking_uri, model_name, version, promoted, reason)
     return PromotionDecision(promoted, reason, candidate, champion, champion_version)
 
 

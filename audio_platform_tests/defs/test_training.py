@@ -37,12 +37,14 @@ LENIENT = {"min_f1": 0.0, "max_false_accepts_per_hour": 1e9}
 
 
 def _train(settings, defs, instance, **training_config):
+    """The run, its floors check, and keyword_champion's metadata (None when the check blocked it)."""
     job = defs.resolve_job_def("train_keyword")
     where = {"tracking_uri": settings.mlflow_tracking_uri, "artifact_root": str(settings.mlflow_artifact_root)}
     run_config = {"resources": {"training": {"config": where | training_config}}}
     result = job.execute_in_process(partition_key="six", instance=instance, run_config=run_config, raise_on_error=False)
     (evaluation,) = result.get_asset_check_evaluations()
-    return result, evaluation
+    champion = result.asset_materializations_for_node("keyword_champion")
+    return result, evaluation, {k: v.value for k, v in champion[0].metadata.items()} if champion else None
 
 
 def test_keyword_model_is_registered_and_promoted_only_through_the_gate(tmp_path):
@@ -58,28 +60,32 @@ def test_keyword_model_is_registered_and_promoted_only_through_the_gate(tmp_path
     tracking = settings.mlflow_tracking_uri
     client = mlflow_client(tracking)
 
-    # Below the floors: registered as a challenger; the blocking check fails the run (ERROR).
-    result, evaluation = _train(settings, defs, instance, **QUICK, **STRICT)
-    assert not result.success and not evaluation.passed
+    # Below the floors: registered as a challenger; the blocking check fails the run (ERROR) and
+    # keyword_champion never runs.
+    result, evaluation, champion = _train(settings, defs, instance, **QUICK, **STRICT)
+    assert not result.success and not evaluation.passed and champion is None
     assert evaluation.severity == AssetCheckSeverity.ERROR
+    assert "below the floor" in evaluation.metadata["reason"].value
     model = client.get_registered_model("kws-six")
     assert "champion" not in model.aliases
     assert client.get_model_version("kws-six", "1").tags["promotion_decision"] == "challenger"
 
     # Within the floors and no champion yet: version 2 becomes the champion.
-    result, evaluation = _train(settings, defs, instance, **QUICK, **LENIENT)
-    assert result.success and evaluation.passed
+    result, evaluation, champion = _train(settings, defs, instance, **QUICK, **LENIENT)
+    assert result.success and evaluation.passed and champion["promoted"] and champion["version"] == 2
     assert str(client.get_registered_model("kws-six").aliases["champion"]) == "2"
     # Both training assets carry the common usage numbers; the model also its charts.
-    for node in ("keyword_dataset", "keyword_model"):
+    for node in ("keyword_dataset", "keyword_model", "keyword_champion"):
         (materialization,) = result.asset_materializations_for_node(node)
         assert set(COMMON_METADATA_KEYS) <= set(materialization.metadata), node
+    (model,) = result.asset_materializations_for_node("keyword_model")
     for chart in ("training_curves", "confusion_matrix"):
-        assert "](data:image/png;base64," in str(materialization.metadata[chart].value)
+        assert "](data:image/png;base64," in str(model.metadata[chart].value)
 
     # The same data, seed and budget cannot beat the champion on the same test set: it stays put.
-    result, evaluation = _train(settings, defs, instance, **QUICK, **LENIENT)
-    assert result.success and not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
+    result, evaluation, champion = _train(settings, defs, instance, **QUICK, **LENIENT)
+    assert result.success and evaluation.passed and not champion["promoted"]
+    assert champion["previous_champion"] == "2" and "does not beat the champion" in champion["reason"]
     assert str(client.get_registered_model("kws-six").aliases["champion"]) == "2"
 
     defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance)
