@@ -30,9 +30,9 @@ from scipy.signal import resample_poly
 from audio_platform import pipeline
 from audio_platform.audio import inventory
 from audio_platform.audio.pcm_cache import PcmCache
+from audio_platform.audio.tts import Utterance, synthesize_in_fresh_process
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.resources import PlatformStorage
-from audio_platform.demo import Utterance, _synthesize_in_fresh_process
 from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.drops import iter_drop_files, storable_path
@@ -69,7 +69,7 @@ SENTENCES = (
 def synthesize(texts: tuple[str, ...]) -> dict[str, tuple[np.ndarray, int]]:
     """espeak-ng speech for each text, made in a fresh process: espeak-ng's output depends on
     what its process said before, and these files must not change with the tests run first."""
-    spoken = _synthesize_in_fresh_process([Utterance(text, "en-us") for text in texts])
+    spoken = synthesize_in_fresh_process([Utterance(text, "en-us") for text in texts])
     return dict(zip(texts, spoken, strict=True))
 
 

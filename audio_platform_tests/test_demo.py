@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_platform.demo import SPEECH_CLIPS, build_demo_drop, synthesize_speech
+from audio_platform.audio.tts import synthesize_speech
+from audio_platform.demo import SPEECH_CLIPS, build_demo_drop
 
 # name -> (sample rate, channels, container/codec as reported by the decoder)
 EXPECTED_SPEECH = {

@@ -24,10 +24,10 @@ from dagster import AssetKey, DagsterInstance, Definitions, MetadataValue
 from prometheus_client.parser import text_string_to_metric_families
 
 from audio_platform.audio.inventory import QUARANTINE_CATEGORIES
+from audio_platform.audio.tts import synthesize_speech
 from audio_platform.curation.selection import REJECTION_RULES
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.metering import COMMON_METADATA_KEYS
-from audio_platform.demo import synthesize_speech
 from audio_platform.observability.progress import DropProgress, StageProgress, listen_to_stages
 from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings

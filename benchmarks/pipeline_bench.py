@@ -46,6 +46,7 @@ from faster_whisper import WhisperModel, decode_audio
 
 from audio_platform.audio.asr import WhisperTranscriber
 from audio_platform.audio.decode import decode_mono_16k
+from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.audio.inventory import OK, claimant_for, inventory_file
 from audio_platform.audio.pcm_cache import PcmCache
 from audio_platform.audio.segments import segment_rows
@@ -63,7 +64,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "corpus"
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
 DEFAULT_LONG_MINUTES = 8.0  # a full run: ~8 min on the idle 2-core machine, ~13 min under heavy load
-SAMPLE_RATE = 16_000
 # Not comparable for an English model: Russian speech, and two speakers on separate channels.
 WER_EXCLUDED = frozenset({"ru.wav", "stereo_diarization.wav"})
 LONG_REL_PATH = "long_speech.wav"

@@ -48,11 +48,11 @@ import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.transcribe import Segment
 
+from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.audio.pcm_cache import release_pages
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-SAMPLE_RATE = 16_000
 # Whisper's encoder input length; a longer window would be silently truncated.
 MAX_WINDOW_S = 30.0
 # Shorter segments cannot hold a word; they are not decoded (and get an empty transcript).

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import firwin, resample_poly
 
+from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.audio.probe import UnsupportedAudioError, open_audio, unsupported_on_failure
-
-TARGET_SAMPLE_RATE = 16000
 
 
 def stream_mono_16k(
@@ -69,8 +68,8 @@ class _StreamingResampler:
     """
 
     def __init__(self, rate_in: int, block_seconds: float) -> None:
-        g = gcd(rate_in, TARGET_SAMPLE_RATE)
-        self._up, self._down = TARGET_SAMPLE_RATE // g, rate_in // g
+        g = gcd(rate_in, SAMPLE_RATE)
+        self._up, self._down = SAMPLE_RATE // g, rate_in // g
         self._block = max(1, round(block_seconds * rate_in / self._down)) * self._down
         if self._up == self._down:
             self._context = 0

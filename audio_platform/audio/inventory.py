@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from audio_platform.audio.decode import stream_mono_16k
-from audio_platform.audio.pcm_cache import SAMPLE_RATE, PcmCache
+from audio_platform.audio.dsp import SAMPLE_RATE
+from audio_platform.audio.pcm_cache import PcmCache
 from audio_platform.audio.probe import UnsupportedAudioError, content_hash, probe_audio
 from audio_platform.storage.drops import undecodable_original
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from audio_platform.storage.temp_files import remove_stale_temps
 
-SAMPLE_RATE = 16000
 _DTYPE = np.dtype("<f4")
 _PAGE = mmap.PAGESIZE
 _TEMP_SUFFIX = ".tmp"

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from audio_platform.audio.pcm_cache import SAMPLE_RATE, release_pages
+from audio_platform.audio.dsp import SAMPLE_RATE
+from audio_platform.audio.pcm_cache import release_pages
 from audio_platform.audio.vad import SpeechSegment
 from audio_platform.curation.criteria import acoustic_features
 

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.audio.pcm_cache import release_pages
 
 if TYPE_CHECKING:
     import onnxruntime
     import torch
 
-SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE  # 32 ms
 # Each Silero frame also sees the last 64 samples of the previous frame.

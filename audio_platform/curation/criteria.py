@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-SAMPLE_RATE = 16_000
+from audio_platform.audio.dsp import SAMPLE_RATE
 
 # SNR estimator framing: the usual 25 ms / 10 ms speech analysis frames.
 FRAME_LENGTH = 400

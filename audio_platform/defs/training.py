@@ -159,7 +159,7 @@ def build_training_assets(
         keyword = context.partition_key
         meter = metering.start(context)
         manifest = storage.lake.read(KEYWORD_CLIPS, keyword)
-        from audio_platform.demo import synthesize_speech
+        from audio_platform.audio.tts import synthesize_speech
         from audio_platform.training.pipeline import train_and_register
         from audio_platform.training.registry import floors_shortfall, record_decision, training_figures
 

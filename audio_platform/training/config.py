@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SAMPLE_RATE = 16_000  # every clip and stream is decoded to 16 kHz mono
+from audio_platform.audio.dsp import SAMPLE_RATE
 
 
 def _require(condition: bool, message: str) -> None:

@@ -23,18 +23,17 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from math import gcd
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import numpy as np
 import polars as pl
-from scipy.signal import resample_poly
 
 from audio_platform.audio.decode import decode_mono_16k
+from audio_platform.audio.dsp import SAMPLE_RATE, colored_noise, dbfs_gain, resample
 from audio_platform.evaluation.wer import cardinal_words
 from audio_platform.storage.tables import KEYWORD_CLIPS
-from audio_platform.training.config import SAMPLE_RATE, DatasetConfig
+from audio_platform.training.config import DatasetConfig
 
 SPLITS = ("train", "validation", "test")
 CLIP_KINDS = ("positive", "synthetic", "negative_word", "non_speech", "noise")
@@ -378,8 +377,7 @@ def _mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     audio = np.asarray(samples, dtype=np.float32)
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
-    common = gcd(sample_rate, SAMPLE_RATE)
-    return resample_poly(audio, SAMPLE_RATE // common, sample_rate // common).astype(np.float32)
+    return resample(audio, sample_rate, SAMPLE_RATE)
 
 
 def _fit(audio: np.ndarray, n_samples: int) -> np.ndarray:
@@ -397,12 +395,8 @@ def generated_noise(clip_id: str, color: str, n_samples: int) -> np.ndarray:
     """Coloured noise at a random level between -50 and -15 dBFS, fixed by the clip id."""
     seed = int.from_bytes(hashlib.blake2b(clip_id.encode(), digest_size=8).digest(), "big")
     rng = np.random.default_rng(seed)
-    spectrum = np.fft.rfft(rng.standard_normal(n_samples))
-    freqs = np.fft.rfftfreq(n_samples)
-    freqs[0] = freqs[1]
-    noise = np.fft.irfft(spectrum / freqs ** (NOISE_COLORS[color] / 2), n_samples)
-    level = 10 ** (rng.uniform(-50.0, -15.0) / 20)
-    return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12) * level).astype(np.float32)
+    noise = colored_noise(rng, n_samples, NOISE_COLORS[color])
+    return (noise * dbfs_gain(rng.uniform(-50.0, -15.0))).astype(np.float32)
 
 
 def load_keyword_dataset(manifest: pl.DataFrame, tts: TtsFn | None = None) -> KeywordDataset:

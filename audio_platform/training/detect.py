@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from audio_platform.training.config import SAMPLE_RATE
+from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.training.model import ModelBundle
 
 DEFAULT_HOP_S = 0.1

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from audio_platform.audio.decode import decode_mono_16k
-from audio_platform.training.config import SAMPLE_RATE
+from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.training.dataset import KeywordDataset
 from audio_platform.training.detect import DEFAULT_HOP_S, detect_stream
 from audio_platform.training.model import ModelBundle

@@ -8,7 +8,8 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from audio_platform.training.config import SAMPLE_RATE, FeatureConfig, TrainingConfig
+from audio_platform.audio.dsp import SAMPLE_RATE
+from audio_platform.training.config import FeatureConfig, TrainingConfig
 
 _LOG_FLOOR = 1e-6
 # Silent clips still receive audible noise: their power is taken as at least -40 dBFS.

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from audio_platform.training.config import SAMPLE_RATE, FeatureConfig, ModelConfig
+from audio_platform.audio.dsp import SAMPLE_RATE
+from audio_platform.training.config import FeatureConfig, ModelConfig
 from audio_platform.training.features import Cmvn, LogMel
 
 BUNDLE_FORMAT = 1

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.signal import resample_poly
 
-from audio_platform.audio.decode import TARGET_SAMPLE_RATE, decode_mono_16k, stream_mono_16k
+from audio_platform.audio.decode import decode_mono_16k, stream_mono_16k
+from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.audio.probe import UnsupportedAudioError, probe_audio
 from audio_platform_tests.audio.test_probe import (
     CORPUS,
@@ -26,7 +27,7 @@ from audio_platform_tests.audio.test_probe import (
 
 
 def expected_length(frames: int, rate: int) -> int:
-    return math.ceil(frames * TARGET_SAMPLE_RATE / rate)
+    return math.ceil(frames * SAMPLE_RATE / rate)
 
 
 def decode_reason(path: Path, **kwargs: float) -> str:
@@ -46,7 +47,7 @@ def test_corpus_file_decodes_to_16k_mono(row: dict[str, str]) -> None:
     audio = decode_mono_16k(path)
     assert audio.dtype == np.float32 and audio.ndim == 1
     assert len(audio) == expected_length(info.num_frames, info.sample_rate)
-    assert len(audio) / TARGET_SAMPLE_RATE == pytest.approx(float(row["duration_s"]), abs=0.05)
+    assert len(audio) / SAMPLE_RATE == pytest.approx(float(row["duration_s"]), abs=0.05)
     assert np.isfinite(audio).all()
     # Band-limiting a clipped source rings slightly past full scale (ESC-50 4-107117-A-33
     # reaches 1.07); nothing is clipped back, so "roughly [-1, 1]" is the promise.
@@ -100,7 +101,7 @@ def test_streamed_resampling_equals_whole_signal_resampling(tmp_path: Path, rate
     signal = np.random.default_rng(rate).uniform(-0.5, 0.5, int(2.3 * rate)).astype(np.float32)
     path = tmp_path / "noise.wav"
     sf.write(path, signal, rate, subtype="FLOAT")
-    whole = resample_poly(signal, TARGET_SAMPLE_RATE, rate)
+    whole = resample_poly(signal, SAMPLE_RATE, rate)
     for block_seconds in (0.05, 0.31, 60.0):
         streamed = np.concatenate(list(stream_mono_16k(path, block_seconds=block_seconds)))
         assert len(streamed) == len(whole) == expected_length(len(signal), rate)
@@ -112,7 +113,7 @@ def test_tone_keeps_its_frequency_and_level(tmp_path: Path) -> None:
     sf.write(path, tone(2.0, 44100, freq=1000.0), 44100, subtype="PCM_16")
     audio = decode_mono_16k(path)
     spectrum = np.abs(np.fft.rfft(audio))
-    assert np.argmax(spectrum) * TARGET_SAMPLE_RATE / len(audio) == pytest.approx(1000, abs=1)
+    assert np.argmax(spectrum) * SAMPLE_RATE / len(audio) == pytest.approx(1000, abs=1)
     assert np.sqrt(np.mean(audio[1000:-1000] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
 
 
@@ -172,7 +173,7 @@ def test_streaming_memory_stays_bounded(tmp_path: Path) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert total == 180 * TARGET_SAMPLE_RATE
+    assert total == 180 * SAMPLE_RATE
     assert peak < 16 * 2**20
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from audio_platform.curation.criteria import SAMPLE_RATE, acoustic_features, add_text_criteria
+from audio_platform.audio.dsp import SAMPLE_RATE
+from audio_platform.curation.criteria import acoustic_features, add_text_criteria
 from audio_platform.curation.selection import REJECTION_RULES, CurationPolicy, decide, rejection_rule
 from audio_platform.curation.topsis import score_frame
 

@@ -19,12 +19,12 @@ import soundfile as sf
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions
 
 from audio_platform.audio.inventory import InventoryRecord
+from audio_platform.audio.tts import synthesize_speech
 from audio_platform.definitions import build_definitions
 from audio_platform.defs import ingest
 from audio_platform.defs.curation import every_segment_has_a_decision
 from audio_platform.defs.ingest import every_input_accounted_for
 from audio_platform.defs.transcription import every_segment_transcribed
-from audio_platform.demo import synthesize_speech
 from audio_platform.pipeline import prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.lake import Lake

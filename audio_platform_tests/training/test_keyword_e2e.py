@@ -33,7 +33,7 @@ TRAINING = TrainingConfig(epochs=12, steps_per_epoch=20, batch_size=32, device="
 
 
 def test_six_end_to_end(tmp_path: Path) -> None:
-    from audio_platform.demo import synthesize_speech  # the platform's offline TTS (espeak-ng)
+    from audio_platform.audio.tts import synthesize_speech  # the platform's offline TTS (espeak-ng)
 
     tables = corpus_tables()
     manifest = build_keyword_manifest(
