@@ -77,7 +77,7 @@ class Settings:
     """CTranslate2 compute type; `default` is int8 on CPU, float16 on CUDA."""
     asr_batch_size: int = 0
     """30-s windows decoded together; 0 = automatic (4 on CPU, fitted to free GPU memory on CUDA)."""
-    asr_beam_size: int = 1
+    asr_beam_size: int = 5
     """Beam width of the decoder (1 = greedy)."""
     asr_cpu_threads: int = 0
     """CPU threads of the ASR model; 0 lets CTranslate2 choose."""

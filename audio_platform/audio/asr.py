@@ -126,7 +126,7 @@ class AsrConfig:
     model_path: str | None = None
     device: str = "auto"
     compute_type: str = "default"
-    beam_size: int = 1
+    beam_size: int = 5
     batch_size: int = 0  # 0 = automatic (see CPU_AUTO_BATCH and fitted_gpu_batch)
     cpu_threads: int = 0
     language: str | None = "en"

@@ -94,7 +94,7 @@ class AsrResource(ConfigurableResource):
     )
     device: str = Field(default="auto", description="AUDIO_PLATFORM_ASR_DEVICE: cpu, cuda or auto.")
     compute_type: str = Field(default="default", description="AUDIO_PLATFORM_ASR_COMPUTE_TYPE (CTranslate2).")
-    beam_size: int = Field(default=1, description="AUDIO_PLATFORM_ASR_BEAM_SIZE: decoder beam width.")
+    beam_size: int = Field(default=5, description="AUDIO_PLATFORM_ASR_BEAM_SIZE: decoder beam width.")
     batch_size: int = Field(
         default=0,
         description="AUDIO_PLATFORM_ASR_BATCH_SIZE: 30-s windows decoded together; 0 = automatic "
