@@ -39,6 +39,16 @@ def _cmd_process(args: argparse.Namespace) -> int:
         return 2
     else:
         folder = Path(args.folder)
+        # Checked before Dagster and the models load (seconds): a typo gets its answer at once.
+        if not folder.exists():
+            print(f"error: {folder} does not exist; give a folder of audio files", file=sys.stderr)
+            return 2
+        if not folder.is_dir():
+            print(
+                f"error: {folder} is a file; give the folder that holds it (every file in it is processed)",
+                file=sys.stderr,
+            )
+            return 2
     if args.shard_size:
         from dataclasses import replace
 
@@ -59,6 +69,9 @@ def _cmd_process(args: argparse.Namespace) -> int:
     finally:
         display.close()
     s = report.summary
+    if not report.plan.file_count:
+        print(f"no audio found in {folder}: it holds no files (hidden folders and ready markers are not inputs)")
+        return 1
     counts = report.plan.counts
     changes = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n and kind != "unchanged") or "no change"
     print(
@@ -102,7 +115,9 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     elif args.format == "json":
         sys.stdout.write(frame.write_json() + "\n")
     else:
-        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=200):
+        with pl.Config(
+            tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=200, tbl_hide_dataframe_shape=True
+        ):
             print(frame)
     return 0
 
@@ -353,9 +368,16 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audio-platform", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's default must not reset a --debug given before it.
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
+    )
+    parser = argparse.ArgumentParser(prog="audio-platform", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
-    process = sub.add_parser("process", help="register a folder as a drop and materialize the whole graph for it")
+    process = sub.add_parser(
+        "process", parents=[common], help="register a folder as a drop and materialize the whole graph for it"
+    )
     process.add_argument("folder", nargs="?", help="folder of audio files (searched recursively)")
     process.add_argument("--demo", action="store_true", help="build and process the built-in synthetic demo drop")
     process.add_argument("--shard-size", type=int, default=0, help="files per shard (default: settings)")
@@ -366,12 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Dagster run events printed on stderr besides the progress (default warning; the UI keeps all)",
     )
     process.set_defaults(func=_cmd_process)
-    sql = sub.add_parser("sql", help="query the DuckDB warehouse")
-    sql.add_argument("query")
-    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    sql.add_argument("--max-rows", type=int, default=50)
+    sql = sub.add_parser(
+        "sql", parents=[common], help="query the DuckDB warehouse (read-only: one SELECT, EXPLAIN, DESCRIBE or SHOW)"
+    )
+    sql.add_argument("query", help='one SQL statement over the tables in docs/tables.md, e.g. "SELECT * FROM drops"')
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output (default table)")
+    sql.add_argument("--max-rows", type=int, default=50, help="rows shown in table format (default 50)")
     sql.set_defaults(func=_cmd_sql)
-    train = sub.add_parser("train", help="train, register and gate keyword-spotting models from all curated data")
+    train = sub.add_parser(
+        "train", parents=[common], help="train, register and gate keyword-spotting models from all curated data"
+    )
     train.add_argument("--keyword", action="append", help="keyword to train (default: all configured)")
     train.add_argument("--config", help="run config YAML, e.g. resources.training.config.epochs (as in the launchpad)")
     train.set_defaults(func=_cmd_train)
@@ -379,31 +405,43 @@ def build_parser() -> argparse.ArgumentParser:
         ("reprocess", _cmd_reprocess, "run the whole graph again for registered shards (job process_shard)"),
         ("rescore", _cmd_rescore, "re-score and re-select shards without re-transcribing (job rescore_shard)"),
     ):
-        shard_job = sub.add_parser(name, help=job_help)
+        shard_job = sub.add_parser(name, parents=[common], help=job_help)
         shard_job.add_argument("shard", nargs="*", help="shard partition keys, e.g. corpus-1a2b3c-0000")
         shard_job.add_argument("--all", action="store_true", help="every registered shard")
         shard_job.add_argument("--config", help="run config YAML (as in the launchpad), e.g. resources.curation.config")
         shard_job.set_defaults(func=func)
-    models = sub.add_parser("models", help="list registered keyword models; move an alias (e.g. roll back @champion)")
+    models = sub.add_parser(
+        "models", parents=[common], help="list registered keyword models; move an alias (e.g. roll back @champion)"
+    )
     models_sub = models.add_subparsers(dest="models_command", required=True)
-    models_list = models_sub.add_parser("list", help="every registered version with aliases, decision and metrics")
+    models_list = models_sub.add_parser(
+        "list", parents=[common], help="every registered version with aliases, decision and metrics"
+    )
     models_list.add_argument("--name", help="one registered model, e.g. kws-six (default: all)")
     models_list.set_defaults(func=_cmd_models_list)
-    set_alias = models_sub.add_parser("set-alias", help="point an alias at a version; updates the models table")
+    set_alias = models_sub.add_parser(
+        "set-alias", parents=[common], help="point an alias at a version; updates the models table"
+    )
     set_alias.add_argument("--name", required=True, help="registered model, e.g. kws-six")
     set_alias.add_argument("--alias", required=True, help="e.g. champion")
     set_alias.add_argument("--version", required=True, help="registered version number")
     set_alias.set_defaults(func=_cmd_models_set_alias)
-    detect = sub.add_parser("detect", help="stream a keyword model over audio files and print detections")
+    detect = sub.add_parser(
+        "detect", parents=[common], help="stream a keyword model over audio files and print detections"
+    )
     detect.add_argument("--model", required=True, help="models:/kws-<keyword>@champion, models:/<name>/<version>")
     detect.add_argument("--threshold", type=float, default=None, help="default: the threshold chosen on validation")
-    detect.add_argument("audio", nargs="+")
+    detect.add_argument("audio", nargs="+", help="audio files to scan (any supported format)")
     detect.set_defaults(func=_cmd_detect)
-    serve = sub.add_parser("serve", help="start the Dagster UI and daemon (sensors pick up drops in the inbox)")
+    serve = sub.add_parser(
+        "serve", parents=[common], help="start the Dagster UI and daemon (sensors pick up drops in the inbox)"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--port", type=int, default=3000, help="port (default 3000)")
     serve.set_defaults(func=_cmd_serve)
-    metrics = sub.add_parser("metrics", help="serve Prometheus metrics computed from the warehouse on each scrape")
+    metrics = sub.add_parser(
+        "metrics", parents=[common], help="serve Prometheus metrics computed from the warehouse on each scrape"
+    )
     metrics.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     metrics.add_argument("--port", type=int, default=9464)
     metrics.add_argument(
@@ -416,7 +454,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    debug = getattr(args, "debug", False)
+    if not debug:
+        # Dagster's beta/preview notices concern the platform's own code, not the user's.
+        import warnings
+
+        warnings.filterwarnings("ignore", message=".*is currently in (beta|preview)")
+    try:
+        return int(args.func(args))
+    except (OSError, ValueError, LookupError, RuntimeError) as err:
+        if debug:
+            raise
+        # One line a person can act on; --debug shows where it came from.
+        print(f"error: {str(err).strip() or type(err).__name__} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -77,3 +77,37 @@ def test_sql_refuses_writes_and_file_access_with_one_line(home, capsys, tmp_path
 def test_models_list_takes_any_name(home, capsys):
     assert main(["models", "list", "--name", "it's"]) == 0
     assert main(["models", "list", "--name", 'say "six"']) == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda root: root / "nope", "does not exist; give a folder of audio files"),
+        (lambda root: (root / "a.wav").write_bytes(b"RIFF") and root / "a.wav", "is a file; give the folder"),
+    ],
+)
+def test_process_rejects_a_bad_path_in_one_line_before_loading_anything(home, capsys, tmp_path, make, expected):
+    target = make(tmp_path)
+    assert main(["process", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
+    assert not (home / "dagster").exists()  # nothing was set up for a path that cannot be processed
+
+
+def test_process_says_when_a_folder_holds_no_audio(home, capsys, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / ".git").mkdir(parents=True)
+    assert main(["process", str(empty)]) == 1
+    out, err = capsys.readouterr()
+    assert "no audio found in" in out and "BetaWarning" not in err and "real-time factor" not in out
+
+
+def test_errors_are_one_line_unless_debug(home, capsys):
+    assert main(["models", "list", "--name", "a'b\"c"]) == 1
+    err = capsys.readouterr().err  # (MLflow may log the creation of its store first)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "--debug" in last and "Traceback" not in err
+    with pytest.raises(ValueError, match="both quote characters"):
+        main(["models", "list", "--name", "a'b\"c", "--debug"])
+    with pytest.raises(ValueError, match="both quote characters"):
+        main(["--debug", "models", "list", "--name", "a'b\"c"])
