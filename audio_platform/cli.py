@@ -122,6 +122,36 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+# Every drop with how far processing got: files accounted for in audio_files against its files.
+DROPS_SQL = """
+WITH accounted AS (
+  SELECT drop_id, count(*) AS accounted, count(*) FILTER (WHERE status = 'ok') AS ok
+  FROM audio_files GROUP BY drop_id
+)
+SELECT d.drop_id,
+       CASE WHEN d.state = 'waiting' THEN 'waiting'
+            WHEN coalesce(a.accounted, 0) < d.files THEN 'processing'
+            ELSE 'done' END AS state,
+       d.files, coalesce(a.accounted, 0) AS accounted, coalesce(a.ok, 0) AS ok, d.shards, d.reason,
+       d.first_seen_at, d.updated_at, d.drop_root
+FROM drops d LEFT JOIN accounted a USING (drop_id)
+ORDER BY d.updated_at DESC
+"""
+
+
+def _cmd_drops(args: argparse.Namespace) -> int:
+    from audio_platform.settings import load_settings
+    from audio_platform.storage.warehouse import query
+
+    frame = query(load_settings().warehouse_path, DROPS_SQL)
+    if frame.is_empty():
+        print("no drop seen yet: `audio-platform process <folder>`, or a folder in the inbox with `serve` running")
+        return 0
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
+        print(frame)
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from audio_platform.definitions import build_definitions
     from audio_platform.pipeline import OWNER_TAG, owner_tag, prepare_instance, release_runs_of_dead_processes
@@ -395,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output (default table)")
     sql.add_argument("--max-rows", type=int, default=50, help="rows shown in table format (default 50)")
     sql.set_defaults(func=_cmd_sql)
+    drops = sub.add_parser(
+        "drops", parents=[common], help="every drop seen (CLI or inbox): waiting and why, processing, done"
+    )
+    drops.set_defaults(func=_cmd_drops)
     train = sub.add_parser(
         "train", parents=[common], help="train, register and gate keyword-spotting models from all curated data"
     )

@@ -32,6 +32,10 @@ def test_demo_process_then_sql(home, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert rows == [{"status": "duplicate", "n": 1}, {"status": "ok", "n": 14}, {"status": "quarantined", "n": 2}]
 
+    assert main(["drops"]) == 0
+    drops_out = capsys.readouterr().out
+    assert "done" in drops_out and "registered: 17 new" in drops_out and "shape:" not in drops_out
+
     assert main(["sql", "SELECT count(*) AS curated FROM curated_segments", "--format", "csv"]) == 0
     curated = int(capsys.readouterr().out.splitlines()[1])
     assert curated >= 10

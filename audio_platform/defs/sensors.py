@@ -20,8 +20,9 @@ from pydantic import Field
 from audio_platform.defs.partitions import SHARDS, shard_partitions
 from audio_platform.defs.registration import PROCESS_SHARD_JOB, REGISTRATION_TAG, is_processed
 from audio_platform.defs.resources import PlatformStorage
+from audio_platform.storage.drops import drop_id_for
 from audio_platform.storage.inbox import DropWatch, inbox_drops, inspect_drop
-from audio_platform.storage.registration import register_drop_files
+from audio_platform.storage.registration import WAITING, record_drop_state, register_drop_files
 
 
 class InboxResource(ConfigurableResource):
@@ -74,6 +75,10 @@ def inbox_sensor(
         if not status.complete:
             if status.watch.registered != status.watch.listing:
                 waiting.append(f"{folder.name}: {status.reason}")
+                # Visible in the drops table (and `audio-platform drops`) while it waits.
+                record_drop_state(
+                    storage.lake, drop_id_for(folder), folder.resolve(), WAITING, status.reason, len(status.files)
+                )
             continue
         if registered >= inbox.max_drops_per_tick:
             waiting.append(f"{folder.name}: complete; registered on a later tick (max_drops_per_tick)")

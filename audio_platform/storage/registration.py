@@ -14,6 +14,7 @@ import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -26,13 +27,16 @@ from audio_platform.storage.drops import (
     drop_id_for,
     drop_root_for,
     plan_drop,
+    storable_path,
     with_new_registration,
 )
 from audio_platform.storage.lake import Lake
-from audio_platform.storage.tables import AUDIO_FILES, SHARD_FILES
+from audio_platform.storage.tables import AUDIO_FILES, DROPS, SHARD_FILES
 
 # Beside the lake's tables (Lake.tables() skips names starting with "_").
 LOCK_DIR = "_locks"
+# States of a row of the drops table.
+WAITING, REGISTERED = "waiting", "registered"
 
 
 @dataclass(frozen=True)
@@ -139,4 +143,30 @@ def _register(lake: Lake, folder: Path, shard_size: int, files: list[DropFile] |
         ids[shard] = frame["registration_id"][0]
     for shard in plan.changed_shards:
         lake.write_table(SHARD_FILES, shard, plan.shard_files(shard))
+    counts = ", ".join(f"{n} {kind}" for kind, n in plan.counts.items() if n) or "no files"
+    record_drop_state(lake, drop_id, plan.root, REGISTERED, f"registered: {counts}", plan.file_count, len(plan.shards))
     return Registration(plan, reopened, ids)
+
+
+def record_drop_state(
+    lake: Lake, drop_id: str, root: Path, state: str, reason: str, files: int, shards: int = 0
+) -> None:
+    """Write the drop's row of the ``drops`` table (keeping when it was first seen)."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    previous = lake.read_many(DROPS.name, [drop_id])
+    if previous is not None and previous.height:
+        first_seen = previous["first_seen_at"][0]
+        shards = shards or int(previous["shards"][0])  # a registered drop waiting again keeps its shards
+    else:
+        first_seen = now
+    row = {
+        "drop_id": drop_id,
+        "drop_root": storable_path(str(root)),
+        "state": state,
+        "reason": reason,
+        "files": files,
+        "shards": shards,
+        "first_seen_at": first_seen,
+        "updated_at": now,
+    }
+    lake.write_table(DROPS, drop_id, pl.DataFrame([row], schema=DROPS.schema))

@@ -199,6 +199,20 @@ KEYWORD_CLIPS = Table(
 # segment_scores carries every configured criterion, so its schema is built from the criteria
 # in use (see defs/scoring.py); the key columns are fixed.
 SEGMENT_SCORES_KEYS: dict[str, pl.DataType] = {"segment_id": STR, "file_id": STR, "shard": STR, "topsis_score": F64}
+DROPS = Table(
+    "drops",
+    "one drop (folder) the platform has seen, by the CLI or in the inbox; partition key = drop_id",
+    {
+        "drop_id": STR,
+        "drop_root": STR,
+        "state": STR,
+        "reason": STR,
+        "files": I64,
+        "shards": I64,
+        "first_seen_at": STR,
+        "updated_at": STR,
+    },
+)
 
 # Not a lake table: one row inside the warehouse file, where it was built (see storage/warehouse.py).
 WAREHOUSE_INFO = Table(
@@ -208,6 +222,7 @@ WAREHOUSE_INFO = Table(
 )
 
 LAKE_TABLES: tuple[Table, ...] = (
+    DROPS,
     SHARD_FILES,
     AUDIO_FILES,
     SEGMENTS,
@@ -305,6 +320,13 @@ COLUMN_DOCS: dict[str, str] = {
     "label": "1 when the clip holds the keyword, else 0",
     "kind": "`positive`, `synthetic`, `negative_word`, `non_speech`, `noise` or `stream`",
     "split": "`train`, `validation` or `test`, assigned per source recording",
+    "state": "`waiting` (an inbox drop not complete yet) or `registered` (its shards are planned; "
+    "`audio-platform drops` adds how far processing got)",
+    "drops.reason": "why it is waiting, or what the last registration found (new, changed, removed files)",
+    "drops.files": "files of the drop at its last registration (removed ones included), or listed while waiting",
+    "shards": "shards of the drop",
+    "first_seen_at": "when the platform first saw the drop (UTC, ISO 8601)",
+    "updated_at": "when this row was last written (UTC, ISO 8601)",
     "home": "the platform home the warehouse file was built in",
     "lake": "the lake its views read: a folder or an s3:// prefix",
     "built_at": "when the file was built (UTC, ISO 8601)",

@@ -4,6 +4,7 @@ import os
 import shutil
 import time
 
+import polars as pl
 import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
@@ -222,3 +223,21 @@ def test_shards_a_dead_tick_wrote_become_partitions_on_the_next(env, tmp_path):
     result = tick()
     (request,) = result.dynamic_partitions_requests
     assert sorted(request.partition_keys) == sorted(_requested(result)) and len(_requested(result)) == 2
+
+
+def test_the_drops_table_shows_waiting_and_registered_drops(env):
+    inbox, home, tick = env
+    _drop(inbox, "later", files=2)  # no marker: waits for the quiet period
+    _drop(inbox, "marked", files=1, marker=True)
+    tick()
+    tick()
+    drops = Lake(home / "lake").read_many("drops")
+    state = {row["drop_root"].rsplit("/", 1)[-1]: row for row in drops.iter_rows(named=True)}
+    assert state["later"]["state"] == "waiting" and "waiting for a ready marker" in state["later"]["reason"]
+    assert state["later"]["files"] == 2
+    assert state["marked"]["state"] == "registered" and state["marked"]["reason"] == "registered: 1 new"
+    assert state["marked"]["shards"] == 1
+    first_seen = state["later"]["first_seen_at"]
+    tick(QUIET_S)
+    later = Lake(home / "lake").read_many("drops").filter(pl.col("drop_root").str.ends_with("/later"))
+    assert later["state"][0] == "registered" and later["first_seen_at"][0] == first_seen
