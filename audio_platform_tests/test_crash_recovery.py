@@ -42,7 +42,7 @@ from audio_platform.pipeline import OWNER_TAG, owner_tag, prepare_instance, rele
 from audio_platform.settings import Settings
 from audio_platform.storage.drops import drop_id_for
 from audio_platform.storage.lake import Lake
-from audio_platform.storage.tables import LAKE_TABLES, STAGE_RUNS
+from audio_platform.storage.tables import DROPS, LAKE_TABLES, STAGE_RUNS
 from audio_platform.storage.warehouse import query
 from audio_platform_tests.conftest import CORPUS, requires_corpus
 
@@ -58,8 +58,11 @@ FILES = [
 SHARD_SIZE = 3
 RUN_TIMEOUT_S = 240.0
 # stage_runs records each run (its id, times, CPU seconds), so it is compared by its keys only.
-TABLES = [table.name for table in LAKE_TABLES if table is not STAGE_RUNS] + ["segment_scores"]
+TABLES = [table.name for table in LAKE_TABLES if table not in (STAGE_RUNS, DROPS)] + ["segment_scores"]
 STAGE_RUN_KEYS = "SELECT stage, partition_key FROM stage_runs ORDER BY ALL"
+# drops records when and what each registration found (the re-runs found nothing new): compared by
+# what the drop is.
+DROP_KEYS = "SELECT drop_id, state, files, shards FROM drops ORDER BY ALL"
 
 
 def _build_drop(folder: Path) -> None:
@@ -174,6 +177,8 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path: Path) -> None:
     assert expected["segments"].height > 0 and expected["curated_segments"].height > 0
     for table in TABLES:
         assert resumed[table].equals(expected[table]), f"{table} differs after the crashes"
+    drops = [query(home / "warehouse.duckdb", DROP_KEYS) for home in (clean_home, crash_home)]
+    assert drops[0].height == 1 and drops[1].equals(drops[0]), "one drops row, the same drop"
     stage_runs = [query(home / "warehouse.duckdb", STAGE_RUN_KEYS) for home in (clean_home, crash_home)]
     assert stage_runs[0].height > 0 and stage_runs[1].equals(stage_runs[0]), "one stage_runs row per stage and shard"
 
