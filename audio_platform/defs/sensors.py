@@ -107,9 +107,8 @@ def inbox_sensor(
             if not is_processed(context.instance, shard, ids[shard])
         )
         watches[folder.name] = replace(status.watch, registered=status.watch.listing, drop_id=plan.drop_id)
-        counts = ", ".join(f"{n} {kind}" for kind, n in plan.counts.items() if n)
         kind = "follow-up registration of drop" if status.follow_up else "drop"
-        context.log.info(f"{kind} {folder.name} ({status.reason}): {counts or 'no files'}")
+        context.log.info(f"{kind} {folder.name} ({status.reason}): {plan.change_summary}")
     for line in waiting:
         context.log.info(f"waiting for {line}")
     if not run_requests and watches == previously:

@@ -77,6 +77,11 @@ class DropPlan:
         return {**self.emptied, **dict(self.assignment.select("shard", "registration_id").unique("shard").iter_rows())}
 
     @property
+    def change_summary(self) -> str:
+        """What this registration found, e.g. "2 new, 1 removed, 5 unchanged" ("no files" when empty)."""
+        return ", ".join(f"{n} {kind}" for kind, n in self.counts.items() if n) or "no files"
+
+    @property
     def file_count(self) -> int:
         return self.assignment.height
 

@@ -143,8 +143,8 @@ def _register(lake: Lake, folder: Path, shard_size: int, files: list[DropFile] |
         ids[shard] = frame["registration_id"][0]
     for shard in plan.changed_shards:
         lake.write_table(SHARD_FILES, shard, plan.shard_files(shard))
-    counts = ", ".join(f"{n} {kind}" for kind, n in plan.counts.items() if n) or "no files"
-    record_drop_state(lake, drop_id, plan.root, REGISTERED, f"registered: {counts}", plan.file_count, len(plan.shards))
+    reason = f"registered: {plan.change_summary}"
+    record_drop_state(lake, drop_id, plan.root, REGISTERED, reason, plan.file_count, len(plan.shards))
     return Registration(plan, reopened, ids)
 
 
