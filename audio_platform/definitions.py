@@ -64,9 +64,7 @@ def _executor(settings: Settings) -> ExecutorDefinition | None:
 
 def build_definitions(settings: Settings) -> Definitions:
     transcribe_segments = build_transcription_asset(pool=settings.asr_pool, op_tags=settings.asr_op_tags)
-    keyword_dataset, keyword_model, keyword_champion, candidate_meets_floors = build_training_assets(
-        settings.keyword_list
-    )
+    (keyword_dataset, keyword_model, keyword_champion), training_checks = build_training_assets(settings.keyword_list)
     train_keyword_job = define_asset_job(
         "train_keyword",
         selection=AssetSelection.assets(keyword_dataset, keyword_model, keyword_champion),
@@ -87,7 +85,7 @@ def build_definitions(settings: Settings) -> Definitions:
         ],
         asset_checks=[
             *load_asset_checks_from_modules([ingest, vad, transcription, scoring, curation, warehouse_defs]),
-            candidate_meets_floors,
+            *training_checks,
         ],
         jobs=[process_shard_job, rescore_shard_job, refresh_warehouse_job, train_keyword_job],
         executor=_executor(settings),

@@ -33,6 +33,7 @@ from audio_platform.curation.topsis import DEFAULT_CRITERIA
 from audio_platform.settings import DEFAULT_HOME, ENV_PREFIX, Settings
 from audio_platform.storage.tables import (
     COLUMN_DOCS,
+    KEYWORD_CANDIDATES,
     KEYWORD_CLIPS,
     LAKE_TABLES,
     SEGMENTS,
@@ -69,7 +70,7 @@ def _segment_scores_table() -> Table:
 
 def documented_tables() -> tuple[Table, ...]:
     """Every table the warehouse can expose."""
-    return (*LAKE_TABLES, _segment_scores_table(), KEYWORD_CLIPS, WAREHOUSE_INFO)
+    return (*LAKE_TABLES, _segment_scores_table(), KEYWORD_CLIPS, KEYWORD_CANDIDATES, WAREHOUSE_INFO)
 
 
 def describe_columns(table: Table) -> list[tuple[str, str, str]]:

@@ -3,6 +3,9 @@
 A blocking check on keyword_model (candidate_meets_floors) is a pure read of the new version's
 metrics; moving the alias is the work of the keyword_champion asset, never of a check."""
 
+from collections.abc import Iterator
+
+import polars as pl
 from dagster import (
     AllPartitionMapping,
     AssetCheckExecutionContext,
@@ -13,6 +16,7 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     ConfigurableResource,
+    Failure,
     MaterializeResult,
     MetadataValue,
     StaticPartitionsDefinition,
@@ -22,21 +26,19 @@ from dagster import (
 from pydantic import Field
 
 from audio_platform.defs.automation import AFTER_UPSTREAM_UPDATES
-from audio_platform.defs.curation import curated_segments
 from audio_platform.defs.ingest import raw_audio_files
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.resources import PlatformStorage
 from audio_platform.defs.transcription import WORDS_KEY
 from audio_platform.defs.vad import vad_segments
 from audio_platform.observability.plots import figure_png, markdown_image
-from audio_platform.storage.tables import AUDIO_FILES, CURATED_SEGMENTS, SEGMENTS, WORDS
-from audio_platform.training.config import DatasetConfig, PromotionFloors, TrainingConfig
-from audio_platform.training.dataset import build_keyword_manifest, dataset_lineage
+from audio_platform.storage.tables import AUDIO_FILES, KEYWORD_CANDIDATES, KEYWORD_CLIPS, SEGMENTS, WORDS
+from audio_platform.training.config import DEFAULT_SPEAKER_PATTERN, DatasetConfig, PromotionFloors, TrainingConfig
+from audio_platform.training.dataset import dataset_lineage, dataset_shortfall, select_keyword_clips
 
 # The torch-backed training modules (pipeline, registry) are imported inside the training assets:
 # every shard run loads these definitions, and importing torch would add ~300 MB to each one.
 
-KEYWORD_CLIPS = "keyword_clips"
 # espeak-ng voices × rates × pitches for synthetic positives (train split only).
 TTS_VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-us+f3", "en+m3")
 
@@ -48,6 +50,27 @@ class TrainingResource(ConfigurableResource):
     artifact_root: str = Field(description="Artifact location of a newly created MLflow experiment.")
     model_prefix: str = Field(default="kws-", description="Registered model name = prefix + keyword.")
     clip_s: float = Field(default=1.0, description="Length of every training clip in seconds.")
+    min_word_probability: float = Field(
+        default=0.5,
+        description="Keyword policy: lowest ASR probability of a keyword occurrence (positive) or another "
+        "word (negative) to be taken; a less sure word is only kept away from.",
+    )
+    min_snr_db: float = Field(default=0.0, description="Keyword policy: lowest SNR (dB) of a positive's segment.")
+    max_clipping_ratio: float = Field(
+        default=0.01, description="Keyword policy: highest share of clipped samples in a positive's segment."
+    )
+    min_context_s: float = Field(
+        default=0.05, description="Keyword policy: room a positive needs on each side of the keyword in its clip."
+    )
+    speaker_pattern: str = Field(
+        default=DEFAULT_SPEAKER_PATTERN,
+        description="Regular expression with a named group (?P<speaker>...) matched on each file name; "
+        "files with the same speaker share a split. Empty: every file is its own speaker.",
+    )
+    min_speakers: int = Field(
+        default=6,
+        description="With at least this many speakers of the keyword, validation and test each receive some.",
+    )
     val_fraction: float = Field(default=0.25, description="Share of source recordings in the validation split.")
     test_fraction: float = Field(default=0.25, description="Share of source recordings in the test split.")
     split_salt: str = Field(
@@ -78,6 +101,12 @@ class TrainingResource(ConfigurableResource):
         return DatasetConfig(
             keyword=keyword,
             clip_s=self.clip_s,
+            min_word_probability=self.min_word_probability,
+            min_snr_db=self.min_snr_db,
+            max_clipping_ratio=self.max_clipping_ratio,
+            min_context_s=self.min_context_s,
+            speaker_pattern=self.speaker_pattern,
+            min_speakers=self.min_speakers,
             val_fraction=self.val_fraction,
             test_fraction=self.test_fraction,
             split_salt=self.split_salt,
@@ -103,23 +132,23 @@ def keyword_partitions(keywords: tuple[str, ...]) -> StaticPartitionsDefinition:
 
 def build_training_assets(
     keywords: tuple[str, ...],
-) -> tuple[AssetsDefinition, AssetsDefinition, AssetsDefinition, AssetChecksDefinition]:
-    """The keyword assets for the configured keywords (static partitions are fixed per deployment)."""
+) -> tuple[tuple[AssetsDefinition, AssetsDefinition, AssetsDefinition], tuple[AssetChecksDefinition, ...]]:
+    """(keyword_dataset, keyword_model, keyword_champion) and their checks, for the configured keywords
+    (static partitions are fixed per deployment)."""
     partitions = keyword_partitions(keywords)
     # Every keyword reads the curated data of ALL shards.
     all_shards = AllPartitionMapping()
 
     @asset(
-        deps=[
-            AssetDep(asset, partition_mapping=all_shards)
-            for asset in (raw_audio_files, vad_segments, WORDS_KEY, curated_segments)
-        ],
+        deps=[AssetDep(asset, partition_mapping=all_shards) for asset in (raw_audio_files, vad_segments, WORDS_KEY)],
         partitions_def=partitions,
         automation_condition=AFTER_UPSTREAM_UPDATES,
         group_name="training",
         kinds={"polars", "parquet"},
-        description="Keyword clips cut from curated segments with word timestamps (positives), other "
-        "words, non-speech and noise (negatives), split by source recording. Table: keyword_clips.",
+        description="Keyword clips chosen by the keyword policy (not the ASR curated set) from every "
+        "transcribed word: the keyword (positives), other words, non-speech and noise (negatives), split by "
+        "speaker. Tables: keyword_clips, and keyword_candidates with the decision on every word. When the "
+        "data cannot train a model, says why (metadata `shortfall`) and keyword_model skips.",
     )
     def keyword_dataset(
         context: AssetExecutionContext, storage: PlatformStorage, training: TrainingResource, metering: MeteringResource
@@ -128,24 +157,50 @@ def build_training_assets(
         meter = metering.start(context)
         lake = storage.lake
         tables = {}
-        for table in (WORDS, SEGMENTS, CURATED_SEGMENTS, AUDIO_FILES):
+        for table in (WORDS, SEGMENTS, AUDIO_FILES):
             frame = lake.read_many(table.name)
             if frame is None:
-                raise RuntimeError(f"no {table.name} rows yet: process at least one drop before training")
+                raise Failure(f"no {table.name} rows yet: process at least one drop before training")
             tables[table.name] = frame
-        manifest = build_keyword_manifest(
-            tables["words"],
-            tables["segments"],
-            tables["curated_segments"],
-            tables["audio_files"],
-            training.dataset_config(keyword),
+        earlier = lake.read_many(KEYWORD_CLIPS.name, [keyword])
+        selection = select_keyword_clips(
+            tables["words"], tables["segments"], tables["audio_files"], training.dataset_config(keyword), earlier
         )
-        lake.write(KEYWORD_CLIPS, keyword, manifest)
-        return MaterializeResult(metadata=meter.finish(lake, dataset_lineage(manifest)))
+        lake.write_table(KEYWORD_CLIPS, keyword, selection.manifest)
+        lake.write_table(KEYWORD_CANDIDATES, keyword, selection.candidates)
+        shortfall = dataset_shortfall(selection.manifest)
+        if shortfall:
+            context.log.warning(shortfall)
+        # Reasons carry the measured values; the summary counts them with the numbers left out.
+        rule = pl.col("reason").str.replace_all(r"-?\d+(\.\d+)?", "…").fill_null("taken")
+        decisions = selection.candidates.group_by(pl.concat_str("kind", pl.lit(": "), rule)).len()
+        return MaterializeResult(
+            metadata=meter.finish(
+                lake,
+                {
+                    **dataset_lineage(selection.manifest),
+                    "trainable": shortfall is None,
+                    "shortfall": shortfall or "none",
+                    "candidate_decisions": MetadataValue.json(dict(decisions.sort("kind").iter_rows())),
+                },
+            )
+        )
+
+    @asset_check(asset=keyword_dataset, partitions_def=partitions, blocking=False)
+    def keyword_dataset_is_trainable(context: AssetCheckExecutionContext, storage: PlatformStorage) -> AssetCheckResult:
+        """Every split has positive and negative clips (a warning, not a failure: too little data is
+        an outcome; keyword_model skips until more arrives)."""
+        shortfall = dataset_shortfall(storage.lake.read(KEYWORD_CLIPS.name, context.partition_key))
+        return AssetCheckResult(
+            passed=shortfall is None,
+            severity=AssetCheckSeverity.WARN,
+            description=shortfall or "every split has positive and negative clips",
+        )
 
     @asset(
         deps=[keyword_dataset],
         partitions_def=partitions,
+        output_required=False,
         automation_condition=AFTER_UPSTREAM_UPDATES,
         pool="audio_models",
         group_name="training",
@@ -155,22 +210,30 @@ def build_training_assets(
     )
     def keyword_model(
         context: AssetExecutionContext, storage: PlatformStorage, training: TrainingResource, metering: MeteringResource
-    ) -> MaterializeResult:
+    ) -> Iterator[MaterializeResult]:
         keyword = context.partition_key
         meter = metering.start(context)
-        manifest = storage.lake.read(KEYWORD_CLIPS, keyword)
+        manifest = storage.lake.read(KEYWORD_CLIPS.name, keyword)
+        shortfall = dataset_shortfall(manifest)
+        if shortfall is not None:
+            # Not a failure: a retry would find the same data. The next keyword_dataset update re-runs it.
+            context.log.warning(f"skipped, no model trained: {shortfall}")
+            return
         from audio_platform.audio.tts import synthesize_speech
         from audio_platform.training.pipeline import train_and_register
         from audio_platform.training.registry import floors_shortfall, record_decision, training_figures
 
-        outcome = train_and_register(
-            manifest,
-            training.training_config(),
-            tracking_uri=training.tracking_uri,
-            model_name=training.model_name(keyword),
-            artifact_location=training.artifact_root,
-            tts=synthesize_speech if training.synthetic_positives else None,
-        )
+        try:
+            outcome = train_and_register(
+                manifest,
+                training.training_config(),
+                tracking_uri=training.tracking_uri,
+                model_name=training.model_name(keyword),
+                artifact_location=training.artifact_root,
+                tts=synthesize_speech if training.synthetic_positives else None,
+            )
+        except ValueError as err:  # a bad setting or dataset: the reason belongs in the run summary
+            raise Failure(description=f"training {training.model_name(keyword)} failed: {err}") from err
         metrics = outcome.metrics
         meter.device = outcome.device
         shortfall = floors_shortfall(metrics, training.floors())
@@ -183,7 +246,7 @@ def build_training_assets(
             name: MetadataValue.md(markdown_image(figure_png(figure), name.replace("_", " ")))
             for name, figure in training_figures(outcome.history, metrics).items()
         }
-        return MaterializeResult(
+        yield MaterializeResult(
             metadata=meter.finish(
                 storage.lake,
                 {
@@ -243,7 +306,7 @@ def build_training_assets(
         name = training.model_name(keyword)
         version = newest_version(training.tracking_uri, name)
         decision = promote_if_better(
-            storage.lake.read(KEYWORD_CLIPS, keyword),
+            storage.lake.read(KEYWORD_CLIPS.name, keyword),
             tracking_uri=training.tracking_uri,
             model_name=name,
             version=version,
@@ -266,7 +329,7 @@ def build_training_assets(
             )
         )
 
-    return keyword_dataset, keyword_model, keyword_champion, candidate_meets_floors
+    return (keyword_dataset, keyword_model, keyword_champion), (keyword_dataset_is_trainable, candidate_meets_floors)
 
 
 def mirror_registry(storage: PlatformStorage, training: TrainingResource, keyword: str) -> None:

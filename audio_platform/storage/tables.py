@@ -193,6 +193,31 @@ KEYWORD_CLIPS = Table(
         "kind": STR,
         "split": STR,
         "word": STR,
+        "speaker": STR,
+        "split_scheme": STR,
+    },
+)
+KEYWORD_CANDIDATES = Table(
+    "keyword_candidates",
+    "one word considered for a keyword's clips, taken or not and why (one partition per keyword)",
+    {
+        "clip_id": STR,
+        "keyword": STR,
+        "kind": STR,
+        "file_id": STR,
+        "shard": STR,
+        "source_path": STR,
+        "segment_id": STR,
+        "speaker": STR,
+        "split": STR,
+        "word": STR,
+        "start_s": F64,
+        "end_s": F64,
+        "probability": F64,
+        "snr_db": F64,
+        "clipping_ratio": F64,
+        "taken": pl.Boolean(),
+        "reason": STR,
     },
 )
 
@@ -331,4 +356,18 @@ COLUMN_DOCS: dict[str, str] = {
     "lake": "the lake its views read: a folder or an s3:// prefix",
     "built_at": "when the file was built (UTC, ISO 8601)",
     "keyword_clips.word": "the normalized word centred in the clip; null when the clip is not a word",
+    "speaker": "the recording's speaker: the name the speaker pattern finds in the file name (e.g. "
+    "`<speaker>_nohash_<n>.wav`), else the `file_id`",
+    "split_scheme": "salt, fractions and speaker minimum that decided the splits; a rebuild under the same "
+    "scheme keeps every earlier speaker in its split",
+    "keyword_candidates.clip_id": "the clip the word would give (`<file_id>@<kind>@<clip start in ms>`)",
+    "keyword_candidates.kind": "`positive` (an occurrence of the keyword) or `negative_word` (any other word)",
+    "keyword_candidates.word": "the keyword, or the normalized other word",
+    "keyword_candidates.start_s": "start of the word (of the first word of a multi-word keyword) in the file",
+    "keyword_candidates.end_s": "end of the word (of the last word of a multi-word keyword) in the file",
+    "keyword_candidates.probability": "ASR probability of the word (the least sure word of a multi-word keyword)",
+    "keyword_candidates.snr_db": "SNR of the segment holding the word",
+    "keyword_candidates.clipping_ratio": "clipping ratio of the segment holding the word",
+    "taken": "whether the word became a clip of `keyword_clips`",
+    "keyword_candidates.reason": "the first keyword-selection rule the word failed; null when taken",
 }

@@ -6,6 +6,7 @@ so a bad value in the platform settings fails at start-up instead of mid-trainin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from audio_platform.audio.dsp import SAMPLE_RATE
@@ -23,20 +24,37 @@ def _check_range(name: str, pair: tuple[float, float]) -> None:
     )
 
 
+# Speech Commands' `<speaker>_nohash_<n>.wav` and `<speaker>_<n>.<ext>` (FSDD, ../shared/kws).
+DEFAULT_SPEAKER_PATTERN = r"^(?P<speaker>.+?)(?:_nohash)?_\d+\.[^.]+$"
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
-    """How clips are cut from the platform tables (see ``dataset.build_keyword_manifest``)."""
+    """How clips are chosen and cut from the platform tables (see ``dataset.select_keyword_clips``).
+
+    The keyword selection is its own policy, apart from the ASR curated set: a one-word
+    recording is too short for an ASR training segment but is the best keyword source there is.
+    """
 
     keyword: str
     clip_s: float = 1.0
     # A positive is kept only if the keyword plus this context on each side fits in the clip.
     min_context_s: float = 0.05
+    # Keyword selection policy: the word's ASR probability (also required of negative words, so
+    # a misheard keyword never becomes a negative) and the segment's acoustic quality.
+    min_word_probability: float = 0.5
+    min_snr_db: float = 0.0
+    max_clipping_ratio: float = 0.01
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     # Changing the salt reshuffles every split, so it is part of the dataset's identity.
     split_salt: str = "kws-split-v1"
-    # Column of audio_files that groups recordings (e.g. a speaker id); file_id when null.
-    group_column: str = "file_id"
+    # A recording's speaker: this audio_files column where it exists and is set, else the named
+    # group `speaker` of this pattern matched on the file name ("" disables it), else the file.
+    speaker_column: str = "speaker"
+    speaker_pattern: str = DEFAULT_SPEAKER_PATTERN
+    # With at least this many speakers of the keyword, validation and test each receive some.
+    min_speakers: int = 6
     max_negative_words: int = 5000
     non_speech_windows_per_file: int = 8
     max_non_speech_clips: int = 5000
@@ -53,6 +71,14 @@ class DatasetConfig:
             0.0 <= self.min_context_s < self.clip_s / 2,
             f"min_context_s must be in [0, clip_s/2), got {self.min_context_s}",
         )
+        _require(
+            0.0 <= self.min_word_probability <= 1.0,
+            f"min_word_probability must be in [0, 1], got {self.min_word_probability}",
+        )
+        _require(
+            0.0 <= self.max_clipping_ratio <= 1.0,
+            f"max_clipping_ratio must be in [0, 1], got {self.max_clipping_ratio}",
+        )
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             _require(0.0 < value < 1.0, f"{name} must be in (0, 1), got {value}")
@@ -60,8 +86,18 @@ class DatasetConfig:
             self.val_fraction + self.test_fraction < 1.0,
             "val_fraction + test_fraction must leave room for a train split (< 1)",
         )
-        _require(bool(self.group_column), "group_column must name an audio_files column")
+        _require(bool(self.speaker_column), "speaker_column must name an audio_files column")
+        if self.speaker_pattern:
+            try:
+                compiled = re.compile(self.speaker_pattern)
+            except re.error as err:
+                raise ValueError(f"speaker_pattern is not a regular expression: {err}") from err
+            _require(
+                "speaker" in compiled.groupindex,
+                f"speaker_pattern needs a named group (?P<speaker>...), got {self.speaker_pattern!r}",
+            )
         for name in (
+            "min_speakers",
             "max_negative_words",
             "non_speech_windows_per_file",
             "max_non_speech_clips",
@@ -144,8 +180,18 @@ class TrainingConfig:
     snr_db: tuple[float, float] = (0.0, 20.0)
     gain_db: tuple[float, float] = (-12.0, 6.0)
     max_shift_s: float = 0.15
+    # Speaking rate and vocal tract of new speakers: features stretched in time by up to this
+    # share either way, and warped along the mel axis by up to this share.
+    time_stretch: float = 0.0
+    frequency_warp: float = 0.0
     freq_mask: int = 7  # SpecAugment widths in mel bins / frames
     time_mask: int = 12
+    # Multi-task training: also tell apart this many of the most frequent words of the train
+    # split (the rest are one "other" class) with a head dropped after training. Learning what
+    # each negative word is, not only that it is not the keyword, separates look-alikes
+    # ('stop' from 'up', 'go'). 0 turns it off.
+    auxiliary_words: int = 0
+    auxiliary_weight: float = 0.5
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -170,6 +216,14 @@ class TrainingConfig:
         _check_range("gain_db", self.gain_db)
         _require(0.0 <= self.max_shift_s <= 0.5, f"max_shift_s must be in [0, 0.5], got {self.max_shift_s}")
         _require(self.freq_mask >= 0 and self.time_mask >= 0, "freq_mask and time_mask must be >= 0")
+        for name in ("time_stretch", "frequency_warp"):
+            value = getattr(self, name)
+            _require(0.0 <= value < 0.5, f"{name} must be in [0, 0.5), got {value}")
+        _require(
+            isinstance(self.auxiliary_words, int) and self.auxiliary_words >= 0,
+            f"auxiliary_words must be an integer >= 0, got {self.auxiliary_words!r}",
+        )
+        _require(self.auxiliary_weight >= 0.0, f"auxiliary_weight must be >= 0, got {self.auxiliary_weight}")
         _require(
             self.freq_mask < self.features.n_mels,
             f"freq_mask ({self.freq_mask}) must be smaller than n_mels ({self.features.n_mels})",

@@ -1,27 +1,33 @@
 """Keyword-spotting dataset: a manifest of fixed-length clips cut from the platform tables.
 
-The manifest (one row per clip: where it comes from, its label, kind and split) is the
+The manifest (one row per clip: where it comes from, its label, kind, speaker and split) is the
 dataset's durable form. It is stored as Parquet and turned back into waveforms with
 ``load_keyword_dataset``. Clip kinds:
 
-* ``positive``: the keyword, found in ``words`` of curated segments, centred in the clip.
+* ``positive``: the keyword, found in ``words`` of any transcribed segment and taken by the
+  keyword policy (``DatasetConfig``: word probability, segment SNR and clipping, room for context
+  in the clip), centred in the clip. The ASR curated set plays no part: a one-word recording is
+  too short for ASR training but is the best keyword source there is.
 * ``synthetic``: the keyword spoken by a TTS callable (train split only).
-* ``negative_word``: another curated word, centred, never overlapping a keyword occurrence.
+* ``negative_word``: another word the ASR is sure of, centred, never overlapping a keyword
+  occurrence (taken or not) or a number that may hide it.
 * ``non_speech``: windows of audio away from every VAD speech segment (whole speech-free files
   included).
 * ``noise``: generated white/pink/brown noise, reproducible from the clip id.
 * ``stream``: a whole test-split file without the keyword, for false accepts per hour.
 
-Splits are assigned per recording group (``DatasetConfig.group_column``, e.g. a speaker, else
-the file) by a salted hash. A recording therefore never appears in two splits, and a file keeps
-its split when new data arrives, so test sets of successive builds stay comparable.
+Every word considered, taken or not, is a row of the candidates table with the reason.
+
+Splits are assigned per speaker (``assign_splits``): a speaker never appears in two splits, the
+keyword's speakers are spread so that validation and test receive some, and a speaker keeps its
+split when new data arrives, so test sets of successive builds stay comparable.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -32,7 +38,7 @@ import polars as pl
 from audio_platform.audio.decode import decode_mono_16k
 from audio_platform.audio.dsp import SAMPLE_RATE, colored_noise, dbfs_gain, resample
 from audio_platform.evaluation.wer import cardinal_words
-from audio_platform.storage.tables import KEYWORD_CLIPS
+from audio_platform.storage.tables import KEYWORD_CANDIDATES, KEYWORD_CLIPS
 from audio_platform.training.config import DatasetConfig
 
 SPLITS = ("train", "validation", "test")
@@ -40,8 +46,9 @@ CLIP_KINDS = ("positive", "synthetic", "negative_word", "non_speech", "noise")
 STREAM = "stream"
 NOISE_COLORS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # spectral slope exponent
 
-# The manifest is the lake's keyword_clips table.
+# The manifest is the lake's keyword_clips table; the decisions its keyword_candidates table.
 MANIFEST_SCHEMA: dict[str, pl.DataType] = KEYWORD_CLIPS.schema
+CANDIDATES_SCHEMA: dict[str, pl.DataType] = KEYWORD_CANDIDATES.schema
 
 # Whisper writes numbers as digits; the ones that are a single spoken word can still match.
 # One spoken word each: 0–20 and the round tens (cardinal_words gives the spelling).
@@ -70,9 +77,20 @@ def unit_hash(values: pl.Series, salt: str) -> pl.Series:
     return values.replace_strict(positions, return_dtype=pl.Float64)
 
 
-def assign_splits(groups: pl.Series, config: DatasetConfig) -> pl.Series:
-    """train / validation / test for each recording group, by salted hash."""
-    position = unit_hash(groups, config.split_salt)
+def speaker_of_files(files: pl.DataFrame, config: DatasetConfig) -> pl.Series:
+    """Each file's speaker (see ``DatasetConfig.speaker_column``/``speaker_pattern``), else its file_id."""
+    known = []
+    if config.speaker_column in files.columns:
+        known.append(pl.col(config.speaker_column).cast(pl.String).replace("", None))
+    if config.speaker_pattern:
+        name = pl.col("source_path").str.extract(r"([^/\\]+)$")
+        known.append(name.str.extract_groups(config.speaker_pattern).struct.field("speaker").replace("", None))
+    return files.select(pl.coalesce(*known, pl.col("file_id")).alias("speaker")).to_series()
+
+
+def hash_split(values: pl.Series, config: DatasetConfig) -> pl.Series:
+    """train / validation / test of each value by where its salted hash falls."""
+    position = unit_hash(values, config.split_salt)
     return (
         pl.select(
             pl.when(position < config.test_fraction)
@@ -84,6 +102,55 @@ def assign_splits(groups: pl.Series, config: DatasetConfig) -> pl.Series:
         .to_series()
         .alias("split")
     )
+
+
+def split_scheme(config: DatasetConfig) -> str:
+    """What decides a split; an earlier manifest's splits are reused only under the same scheme."""
+    return f"{config.split_salt}|{config.val_fraction}|{config.test_fraction}|{config.min_speakers}"
+
+
+def assign_splits(
+    speakers: pl.DataFrame, config: DatasetConfig, previous: Mapping[str, str] | None = None
+) -> pl.DataFrame:
+    """train / validation / test per speaker (``speakers``: columns speaker, says_keyword).
+
+    A speaker keeps the split an earlier build gave it (``previous``, under the same
+    ``split_scheme``); a new one is placed by a salted hash of its name, so a speaker's split
+    never depends on who else is in the data. When at least ``min_speakers`` speakers say the
+    keyword but the hash left validation or test with too few of them (fewer than half their
+    share, at least one), the train speakers of the keyword nearest to that split's hash band
+    move there, new ones before those an earlier build placed.
+    """
+    earlier = dict(previous or {})
+    frame = (
+        speakers.select("speaker", "says_keyword")
+        .with_columns(
+            position=unit_hash(speakers["speaker"], config.split_salt),
+            hashed=hash_split(speakers["speaker"], config),
+            known=pl.col("speaker").is_in(list(earlier)),
+            split=pl.col("speaker").replace_strict(earlier, default=None, return_dtype=pl.String),
+        )
+        .with_columns(split=pl.coalesce("split", "hashed"))
+    )
+    keyword_speakers = int(frame["says_keyword"].sum())
+    if keyword_speakers >= config.min_speakers:
+        split = dict(zip(frame["speaker"], frame["split"], strict=True))
+        movable = frame.filter(pl.col("says_keyword")).sort("known", "position")["speaker"].to_list()
+        for name, share in (("test", config.test_fraction), ("validation", config.val_fraction)):
+            wanted = max(1, int(keyword_speakers * share / 2))
+            missing = wanted - sum(1 for s in movable if split[s] == name)
+            for speaker in [s for s in movable if split[s] == "train"][: max(missing, 0)]:
+                split[speaker] = name
+        frame = frame.with_columns(split=pl.col("speaker").replace_strict(split, return_dtype=pl.String))
+    return frame.select("speaker", "split")
+
+
+def previous_splits(manifest: pl.DataFrame | None, config: DatasetConfig) -> dict[str, str]:
+    """speaker -> split of an earlier manifest built under the same split scheme (else empty)."""
+    if manifest is None or not {"speaker", "split_scheme"} <= set(manifest.columns):
+        return {}
+    same = manifest.filter((pl.col("split_scheme") == split_scheme(config)) & pl.col("speaker").is_not_null())
+    return dict(same.select("speaker", "split").unique("speaker", keep="first").iter_rows())
 
 
 def _require_columns(frame: pl.DataFrame, name: str, columns: tuple[str, ...]) -> None:
@@ -98,8 +165,8 @@ def _centred_start(centre: pl.Expr, clip_s: float) -> pl.Expr:
     return pl.max_horizontal(pl.min_horizontal(centre - clip_s / 2, latest), pl.lit(0.0))
 
 
-def _with_clip_id(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
-    millis = (pl.col("start_s") * 1000).round().cast(pl.Int64).cast(pl.String)
+def _with_clip_id(frame: pl.DataFrame, kind: str, start: str = "start_s") -> pl.DataFrame:
+    millis = (pl.col(start) * 1000).round().cast(pl.Int64).cast(pl.String)
     return frame.with_columns(clip_id=pl.concat_str(pl.col("file_id"), pl.lit(f"@{kind}@"), millis))
 
 
@@ -110,7 +177,11 @@ def _keyword_occurrences(words: pl.DataFrame, tokens: list[str]) -> pl.DataFrame
     for offset, token in enumerate(tokens[1:], start=1):
         match = match & (pl.col("norm").shift(-offset).over("segment_id") == token)
     last_end = pl.col("end_s").shift(1 - len(tokens)).over("segment_id")
-    return ordered.with_columns(end_s=last_end).filter(match)
+    # A multi-word keyword is as sure as its least sure word.
+    least_sure = pl.min_horizontal(
+        [pl.col("probability").shift(-offset).over("segment_id") for offset in range(len(tokens))]
+    )
+    return ordered.with_columns(end_s=last_end, probability=least_sure).filter(match)
 
 
 def _overlapping(windows: pl.DataFrame, spans: pl.DataFrame, clip_s: float) -> pl.DataFrame:
@@ -172,93 +243,167 @@ def _speech_free_windows(files: pl.DataFrame, segments: pl.DataFrame, config: Da
     return _capped(per_file, config.max_non_speech_clips)
 
 
-def build_keyword_manifest(
+@dataclass(frozen=True)
+class KeywordSelection:
+    """A keyword dataset: the clip ``manifest`` and every candidate word with the decision on it."""
+
+    manifest: pl.DataFrame  # schema MANIFEST_SCHEMA
+    candidates: pl.DataFrame  # schema CANDIDATES_SCHEMA
+
+
+def _policy_reason(config: DatasetConfig) -> pl.Expr:
+    """Why a keyword occurrence is not taken as a positive (null: taken), first failed rule first."""
+    clip_s, context = config.clip_s, config.min_context_s
+    return (
+        pl.when(pl.col("probability") < config.min_word_probability)
+        .then(
+            pl.format("word probability {} < {}", pl.col("probability").round(2), pl.lit(config.min_word_probability))
+        )
+        .when(pl.col("snr_db") < config.min_snr_db)
+        .then(pl.format("segment SNR {} dB < {} dB", pl.col("snr_db").round(1), pl.lit(config.min_snr_db)))
+        .when(pl.col("clipping_ratio") > config.max_clipping_ratio)
+        .then(pl.format("clipping {} > {}", pl.col("clipping_ratio").round(4), pl.lit(config.max_clipping_ratio)))
+        .when(pl.col("end_s") - pl.col("start_s") + 2 * context > clip_s)
+        .then(
+            pl.format(
+                "keyword of {} s with {} s context on each side does not fit a {} s clip",
+                (pl.col("end_s") - pl.col("start_s")).round(2),
+                pl.lit(context),
+                pl.lit(clip_s),
+            )
+        )
+        .otherwise(None)
+    )
+
+
+def select_keyword_clips(
     words: pl.DataFrame,
     segments: pl.DataFrame,
-    curated_segments: pl.DataFrame,
     audio_files: pl.DataFrame,
     config: DatasetConfig,
-) -> pl.DataFrame:
-    """The clip manifest for ``config.keyword`` (schema ``MANIFEST_SCHEMA``); see the module docstring.
+    previous: pl.DataFrame | None = None,
+) -> KeywordSelection:
+    """The clips for ``config.keyword`` and the decision on every candidate word (module docstring).
 
-    ``words`` must cover every transcribed segment, not only curated ones: a keyword spoken in
-    a rejected segment still keeps negatives and false-accept streams away from that audio.
+    ``words`` and ``segments`` cover everything transcribed, not the ASR curated set: keyword
+    clips follow their own policy (``DatasetConfig``), and a keyword spoken anywhere, even where
+    it is not taken, keeps negatives and false-accept streams away from that audio. ``previous``
+    is the keyword's earlier manifest, whose speakers keep their splits (``assign_splits``).
     """
-    _require_columns(words, "words", ("segment_id", "word_index", "word", "start_s", "end_s"))
-    _require_columns(segments, "segments", ("segment_id", "file_id", "start_s", "end_s"))
-    _require_columns(curated_segments, "curated_segments", ("segment_id",))
+    _require_columns(words, "words", ("segment_id", "word_index", "word", "start_s", "end_s", "probability"))
+    _require_columns(segments, "segments", ("segment_id", "file_id", "start_s", "end_s", "snr_db", "clipping_ratio"))
     _require_columns(audio_files, "audio_files", ("file_id", "shard", "source_path", "status", "duration_s"))
-    if config.group_column not in audio_files.columns:
-        raise ValueError(f"group_column {config.group_column!r} is not an audio_files column")
     tokens = [normalize_word(t) for t in config.keyword.split()]
     clip_s = config.clip_s
 
-    files = (
-        audio_files.filter((pl.col("status") == "ok") & pl.col("duration_s").is_not_null())
-        .select(
-            "file_id",
-            "shard",
-            "source_path",
-            pl.col("duration_s").cast(pl.Float64),
-            group=pl.coalesce(pl.col(config.group_column).cast(pl.String), pl.col("file_id")),
-        )
-        .unique("file_id", keep="first")
+    files = audio_files.filter((pl.col("status") == "ok") & pl.col("duration_s").is_not_null()).unique(
+        "file_id", keep="first"
     )
-    files = files.with_columns(assign_splits(files["group"], config))
-    curated = curated_segments.select("segment_id").unique()
+    files = files.select(
+        "file_id",
+        "shard",
+        "source_path",
+        pl.col("duration_s").cast(pl.Float64),
+        speaker=speaker_of_files(files, config),
+    )
     all_words = (
-        words.select("segment_id", "word_index", "word", "start_s", "end_s")
-        .join(segments.select("segment_id", "file_id"), on="segment_id")
+        words.select("segment_id", "word_index", "word", "start_s", "end_s", pl.col("probability").cast(pl.Float64))
+        .join(segments.select("segment_id", "file_id", "snr_db", "clipping_ratio"), on="segment_id")
         .join(files.select("file_id", "duration_s"), on="file_id")
         .with_columns(norm=_normalized("word"))
     )
 
-    occurrences = _keyword_occurrences(all_words, tokens)
+    occurrences = _keyword_occurrences(all_words, tokens).with_columns(
+        reason=_policy_reason(config), word=pl.lit(config.keyword)
+    )
     # Digits that are not one number word ('1964') may hide the keyword: keep clear of them too.
     unsure = all_words.filter(pl.col("norm").str.contains(r"\d"))
     forbidden = pl.concat(
         [occurrences.select("file_id", "start_s", "end_s"), unsure.select("file_id", "start_s", "end_s")]
     )
 
-    positives = (
-        occurrences.join(curated, on="segment_id")
-        .filter(pl.col("end_s") - pl.col("start_s") + 2 * config.min_context_s <= clip_s)
-        .with_columns(
-            start_s=_centred_start((pl.col("start_s") + pl.col("end_s")) / 2, clip_s),
-            word=pl.lit(config.keyword),
-        )
-        .pipe(_with_clip_id, "positive")
-        .with_columns(label=pl.lit(1), kind=pl.lit("positive"))
+    # Splits per speaker, stratified by who says the keyword in a taken clip.
+    says = occurrences.filter(pl.col("reason").is_null()).join(files.select("file_id", "speaker"), on="file_id")
+    speakers = (
+        files.select("speaker")
+        .unique()
+        .with_columns(says_keyword=pl.col("speaker").is_in(says["speaker"].unique().to_list()))
     )
+    splits = assign_splits(speakers, config, previous_splits(previous, config))
+    files = files.join(splits, on="speaker")
 
-    candidates = (
-        all_words.join(curated, on="segment_id")
-        .filter((pl.col("norm") != "") & ~pl.col("norm").str.contains(r"\d"))
-        .with_columns(start_s=_centred_start((pl.col("start_s") + pl.col("end_s")) / 2, clip_s), word="norm")
-        .pipe(_with_clip_id, "negative_word")
-        .unique("clip_id", keep="first")
-    )
-    candidates = candidates.join(
-        _overlapping(candidates, forbidden, clip_s).select("clip_id"), on="clip_id", how="anti"
+    centred = _centred_start((pl.col("start_s") + pl.col("end_s")) / 2, clip_s)
+    positive_candidates = _with_clip_id(occurrences.with_columns(clip_start=centred), "positive", "clip_start")
+    words_alone = all_words.filter(pl.col("norm") != "")
+    if len(tokens) == 1:  # the keyword itself is no negative; parts of a longer one may be
+        words_alone = words_alone.filter(pl.col("norm") != tokens[0])
+    word_candidates = _with_clip_id(
+        words_alone.with_columns(clip_start=centred, word="norm"), "negative_word", "clip_start"
+    ).unique("clip_id", keep="first")
+    clips = word_candidates.select("clip_id", "file_id", start_s="clip_start")
+    near_keyword = _overlapping(clips, forbidden, clip_s)["clip_id"].to_list()
+    word_candidates = word_candidates.with_columns(
+        reason=pl.when(pl.col("norm").str.contains(r"\d"))
+        .then(pl.lit("a number that may hide the keyword"))
+        .when(pl.col("clip_id").is_in(near_keyword))
+        .then(pl.lit("its clip overlaps a keyword occurrence or an unresolved number"))
+        .when(pl.col("probability") < config.min_word_probability)
+        .then(
+            pl.format("word probability {} < {}", pl.col("probability").round(2), pl.lit(config.min_word_probability))
+        )
+        .otherwise(None)
     )
     # Words that contain a keyword token ('sixty', 'sixteen') are the hard negatives: keep them first.
     confusable = pl.any_horizontal([pl.col("norm").str.contains(t, literal=True) for t in tokens])
-    negative_words = _capped(candidates, config.max_negative_words, first=confusable).with_columns(
-        label=pl.lit(0), kind=pl.lit("negative_word")
+    kept = _capped(word_candidates.filter(pl.col("reason").is_null()), config.max_negative_words, first=confusable)
+    word_candidates = word_candidates.with_columns(
+        reason=pl.when(pl.col("reason").is_null() & ~pl.col("clip_id").is_in(kept["clip_id"].to_list()))
+        .then(pl.lit(f"beyond the {config.max_negative_words} negative words kept (max_negative_words)"))
+        .otherwise("reason")
     )
 
-    non_speech = _speech_free_windows(files, segments, config).with_columns(
-        label=pl.lit(0), kind=pl.lit("non_speech"), word=pl.lit(None)
+    candidates = (
+        pl.concat(
+            [
+                frame.select(
+                    "clip_id",
+                    "file_id",
+                    "segment_id",
+                    "word",
+                    "start_s",
+                    "end_s",
+                    "probability",
+                    "snr_db",
+                    "clipping_ratio",
+                    "clip_start",
+                    "reason",
+                    kind=pl.lit(kind),
+                )
+                for kind, frame in (("positive", positive_candidates), ("negative_word", word_candidates))
+            ]
+        )
+        .join(files.select("file_id", "shard", "source_path", "speaker", "split"), on="file_id")
+        .with_columns(keyword=pl.lit(config.keyword), taken=pl.col("reason").is_null())
     )
 
-    from_files = pl.concat(
-        [
-            frame.select("clip_id", "file_id", "start_s", "label", "kind", "word")
-            for frame in (positives, negative_words, non_speech)
-        ],
-        how="vertical_relaxed",
-    ).join(files.select("file_id", "shard", "source_path", "split"), on="file_id")
-
+    taken = candidates.filter(pl.col("taken")).select(
+        "clip_id",
+        "file_id",
+        "shard",
+        "source_path",
+        "speaker",
+        "split",
+        "word",
+        "kind",
+        start_s="clip_start",
+        label=(pl.col("kind") == "positive").cast(pl.Int64),
+    )
+    non_speech = (
+        _speech_free_windows(files, segments, config)
+        .select("clip_id", "file_id", "start_s")
+        .join(files.select("file_id", "shard", "source_path", "speaker", "split"), on="file_id")
+        .with_columns(label=pl.lit(0), kind=pl.lit("non_speech"), word=pl.lit(None, pl.String))
+    )
     streams = (
         files.filter(pl.col("split") == "test")
         .join(forbidden, on="file_id", how="anti")
@@ -267,26 +412,30 @@ def build_keyword_manifest(
             "file_id",
             "shard",
             "source_path",
+            "speaker",
             "split",
             clip_id=pl.col("file_id") + "@stream",
             start_s=pl.lit(0.0),
             end_s="duration_s",
             label=pl.lit(0),
             kind=pl.lit(STREAM),
-            word=pl.lit(None),
+            word=pl.lit(None, pl.String),
         )
     )
-
-    generated = _generated_rows(config)
     manifest = pl.concat(
         [
-            from_files.with_columns(end_s=pl.col("start_s") + clip_s),
+            pl.concat([taken, non_speech], how="diagonal_relaxed").with_columns(end_s=pl.col("start_s") + clip_s),
             streams,
-            generated,
+            _generated_rows(config),
         ],
         how="diagonal_relaxed",
-    ).with_columns(keyword=pl.lit(config.keyword))
-    return manifest.select([pl.col(c).cast(t) for c, t in MANIFEST_SCHEMA.items()]).sort("split", "kind", "clip_id")
+    ).with_columns(keyword=pl.lit(config.keyword), split_scheme=pl.lit(split_scheme(config)))
+    return KeywordSelection(
+        manifest=manifest.select([pl.col(c).cast(t) for c, t in MANIFEST_SCHEMA.items()]).sort(
+            "split", "kind", "clip_id"
+        ),
+        candidates=candidates.select([pl.col(c).cast(t) for c, t in CANDIDATES_SCHEMA.items()]).sort("kind", "clip_id"),
+    )
 
 
 def _generated_rows(config: DatasetConfig) -> pl.DataFrame:
@@ -302,7 +451,7 @@ def _generated_rows(config: DatasetConfig) -> pl.DataFrame:
         },
         schema={"clip_id": pl.String, "source_path": pl.String, "label": pl.Int64, "kind": pl.String},
     )
-    noise = noise.with_columns(split=assign_splits(noise["clip_id"], config))
+    noise = noise.with_columns(split=hash_split(noise["clip_id"], config))
     tts = pl.DataFrame(
         {
             "clip_id": [f"tts-{voice}-{rate}-{pitch}" for voice, rate, pitch in config.tts_variants],
@@ -348,6 +497,36 @@ def dataset_lineage(manifest: pl.DataFrame) -> dict[str, int | float | str]:
     return lineage
 
 
+def dataset_shortfall(manifest: pl.DataFrame) -> str | None:
+    """Why a model cannot be trained and judged on ``manifest`` (None: it can).
+
+    Every split needs positive and negative clips (synthetic positives count for train only);
+    the reason names the counts and what to add, so it can stand as an outcome in the UI.
+    """
+    clips = manifest.filter(pl.col("kind") != STREAM)
+    keyword = str(manifest["keyword"][0]) if manifest.height else "?"
+    counts = {split: {"positive": 0, "synthetic": 0, "negative": 0} for split in SPLITS}
+    for split, kind, label, n in clips.group_by("split", "kind", "label").len().iter_rows():
+        if split in counts:
+            key = kind if kind in ("positive", "synthetic") else ("positive" if label else "negative")
+            counts[split][key] += n
+    short = [
+        split
+        for split, c in counts.items()
+        if c["negative"] == 0 or c["positive"] + (c["synthetic"] if split == "train" else 0) == 0
+    ]
+    if not short:
+        return None
+    speakers = clips.filter(pl.col("kind") == "positive")["speaker"].n_unique()
+    per_split = ", ".join(f"{split} {c['positive']}+/{c['negative']}-" for split, c in counts.items())
+    return (
+        f"not enough data for {keyword!r}: {', '.join(short)} lack(s) positive or negative clips "
+        f"(recorded clips per split: {per_split}; {speakers} speaker(s) say the keyword in a taken clip). "
+        "Add recordings of the keyword by more speakers (the split is by speaker), or see "
+        "keyword_candidates for the occurrences that were not taken and why"
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class KeywordDataset:
     """Waveforms of every manifest clip, plus the test streams used for false accepts per hour."""
@@ -360,6 +539,7 @@ class KeywordDataset:
     splits: np.ndarray  # str
     kinds: np.ndarray  # str
     stream_paths: tuple[str, ...]
+    words: np.ndarray  # str: the word centred in the clip ("" when the clip is not a word)
 
     def mask(self, split: str, kinds: tuple[str, ...] = CLIP_KINDS) -> np.ndarray:
         return (self.splits == split) & np.isin(self.kinds, kinds)
@@ -442,4 +622,5 @@ def load_keyword_dataset(manifest: pl.DataFrame, tts: TtsFn | None = None) -> Ke
         splits=clips["split"].to_numpy().astype(str),
         kinds=clips["kind"].to_numpy().astype(str),
         stream_paths=tuple(sorted(streams["source_path"].to_list())),
+        words=clips["word"].fill_null("").to_numpy().astype(str),
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.functional import binary_cross_entropy_with_logits
+from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from audio_platform.training.config import TrainingConfig
@@ -83,6 +83,15 @@ def _logits(spotter: KeywordSpotter, waves: Tensor, device: torch.device) -> Ten
     return torch.cat(batches).float().cpu()
 
 
+def _word_classes(words: np.ndarray, vocabulary_size: int) -> np.ndarray:
+    """Class of each clip's word: its rank among the ``vocabulary_size`` most frequent words
+    (ties by spelling), or ``vocabulary_size`` for any other word and for clips without one."""
+    spoken, counts = np.unique(words[words != ""], return_counts=True)
+    ranked = sorted(zip(-counts, spoken, strict=True))[:vocabulary_size]
+    index = {str(word): rank for rank, (_, word) in enumerate(ranked)}
+    return np.array([index.get(str(word), vocabulary_size) for word in words], dtype=np.int64)
+
+
 def _check_split(dataset: KeywordDataset, split: str) -> None:
     labels = dataset.labels[dataset.mask(split)]
     if labels.sum() == 0 or (1 - labels).sum() == 0:
@@ -122,10 +131,18 @@ def train_keyword_model(dataset: KeywordDataset, config: TrainingConfig) -> Trai
             (1 - config.positive_fraction) / (len(train_labels) - n_pos),
         )
         sampler = WeightedRandomSampler(weights.tolist(), config.steps_per_epoch * config.batch_size, replacement=True)
-        loader = DataLoader(TensorDataset(train_waves, train_labels), batch_size=config.batch_size, sampler=sampler)
-        optimizer = torch.optim.AdamW(
-            spotter.net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        word_classes = torch.from_numpy(_word_classes(dataset.words[train_mask], config.auxiliary_words))
+        loader = DataLoader(
+            TensorDataset(train_waves, train_labels, word_classes), batch_size=config.batch_size, sampler=sampler
         )
+        # The word head exists only while training: the bundle keeps the keyword head alone.
+        word_head = (
+            nn.Linear(config.model.channels[-1], config.auxiliary_words + 1).to(device)
+            if config.auxiliary_words
+            else None
+        )
+        parameters = [*spotter.net.parameters(), *(word_head.parameters() if word_head else [])]
+        optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.learning_rate, total_steps=config.epochs * config.steps_per_epoch
         )
@@ -136,13 +153,16 @@ def train_keyword_model(dataset: KeywordDataset, config: TrainingConfig) -> Trai
         for epoch in range(1, config.epochs + 1):
             spotter.train()
             losses = []
-            for waves, labels in loader:
-                waves, labels = waves.to(device), labels.to(device)
+            for waves, labels, words in loader:
+                waves, labels, words = waves.to(device), labels.to(device), words.to(device)
                 with torch.no_grad():
                     features = augmenter.features(spotter.cmvn(spotter.logmel(augmenter.waves(waves))))
                 with torch.autocast(device.type, enabled=use_amp):
-                    logits = spotter.net(features)
+                    embedded = spotter.net.embed(features)
+                    logits = spotter.net.head(embedded).squeeze(1)
                 loss = binary_cross_entropy_with_logits(logits.float(), labels)
+                if word_head is not None:
+                    loss = loss + config.auxiliary_weight * cross_entropy(word_head(embedded.float()), words)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)

@@ -1,4 +1,4 @@
-"""Platform-shaped tables (audio_files, segments, words, curated_segments) from the shared corpus.
+"""Platform-shaped tables (audio_files, segments, words) from the shared corpus.
 
 The corpus has transcripts but no word timestamps. The platform's Whisper tiny.en writes most
 spoken numbers as digits ('7186'), so it finds almost none of the AN4 'six' tokens. Word times
@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from audio_platform.audio.decode import decode_mono_16k
+from audio_platform.curation.criteria import acoustic_features
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 # Speech with a plain transcript, plus ESC-50 as speech-free audio. Left out: the vad/ files
@@ -72,13 +73,27 @@ def corpus_tables() -> dict[str, pl.DataFrame]:
             continue
         start, end = _speech_span(audio)
         segment_id = f"{file_id}:0"
-        segments.append({"segment_id": segment_id, "file_id": file_id, "start_s": start, "end_s": end})
+        quality = acoustic_features(audio, start, end)
+        segments.append(
+            {
+                "segment_id": segment_id,
+                "file_id": file_id,
+                "start_s": start,
+                "end_s": end,
+                "snr_db": quality.snr_db,
+                "clipping_ratio": quality.clipping_ratio,
+            }
+        )
         for index, (word, a, b) in enumerate(_aligned(row["transcript"], start, end)):
-            words.append({"segment_id": segment_id, "word_index": index, "word": word, "start_s": a, "end_s": b})
-    segments_frame = pl.DataFrame(segments)
-    return {
-        "audio_files": pl.DataFrame(files),
-        "segments": segments_frame,
-        "words": pl.DataFrame(words),
-        "curated_segments": segments_frame.select("segment_id"),
-    }
+            # Reference words: as sure as a word can be.
+            words.append(
+                {
+                    "segment_id": segment_id,
+                    "word_index": index,
+                    "word": word,
+                    "start_s": a,
+                    "end_s": b,
+                    "probability": 1.0,
+                }
+            )
+    return {"audio_files": pl.DataFrame(files), "segments": pl.DataFrame(segments), "words": pl.DataFrame(words)}

@@ -59,6 +59,8 @@ def make_tone_manifest(folder: Path) -> pl.DataFrame:
         start_s=pl.lit(0.0),
         file_id=pl.lit(None),
         word=pl.lit(None),
+        speaker=pl.col("clip_id"),
+        split_scheme=pl.lit("tones"),
     ).select([pl.col(c).cast(t) for c, t in MANIFEST_SCHEMA.items()])
 
 

@@ -9,12 +9,17 @@ import soundfile as sf
 
 from audio_platform.training.config import DatasetConfig
 from audio_platform.training.dataset import (
+    CANDIDATES_SCHEMA,
     MANIFEST_SCHEMA,
-    build_keyword_manifest,
+    KeywordSelection,
+    assign_splits,
     dataset_lineage,
+    dataset_shortfall,
     generated_noise,
     load_keyword_dataset,
     normalize_word,
+    previous_splits,
+    select_keyword_clips,
 )
 
 SR = 16_000
@@ -42,38 +47,41 @@ def _tables(folder: Path) -> dict[str, pl.DataFrame]:
             "file_id": ["f1", "f2", "f3", "f3", "bad"],
             "start_s": [0.5, 0.2, 0.3, 2.0, 0.1],
             "end_s": [3.5, 1.2, 1.8, 2.9, 1.9],
+            "snr_db": [20.0, 15.0, 12.0, 30.0, 20.0],
+            "clipping_ratio": [0.0, 0.0, 0.0, 0.0, 0.0],
         }
     )
     words = pl.DataFrame(
         [
-            ("s1", 0, " Hello", 0.6, 0.9),
-            ("s1", 1, " Six,", 1.0, 1.4),
-            ("s1", 2, " sixty", 1.5, 2.0),
-            ("s1", 3, " world.", 2.9, 3.3),
-            ("s2", 0, " 6", 0.3, 0.6),
-            ("s2", 1, " 1964", 0.7, 1.1),
-            ("s3", 0, " hey", 0.4, 0.7),
-            ("s3", 1, " Jarvis", 0.8, 1.3),
-            ("s3", 2, " please", 1.4, 1.7),
-            ("s3x", 0, " six", 2.2, 2.5),
-            ("sb", 0, " six", 0.5, 0.9),
+            ("s1", 0, " Hello", 0.6, 0.9, 0.9),
+            ("s1", 1, " Six,", 1.0, 1.4, 0.9),
+            ("s1", 2, " sixty", 1.5, 2.0, 0.8),
+            ("s1", 3, " world.", 2.9, 3.3, 0.9),
+            ("s2", 0, " 6", 0.3, 0.6, 0.7),
+            ("s2", 1, " 1964", 0.7, 1.1, 0.9),
+            ("s3", 0, " hey", 0.4, 0.7, 0.9),
+            ("s3", 1, " Jarvis", 0.8, 1.3, 0.6),
+            ("s3", 2, " please", 1.4, 1.7, 0.9),
+            ("s3x", 0, " six", 2.2, 2.5, 0.2),
+            ("sb", 0, " six", 0.5, 0.9, 0.9),
         ],
-        schema=["segment_id", "word_index", "word", "start_s", "end_s"],
+        schema=["segment_id", "word_index", "word", "start_s", "end_s", "probability"],
         orient="row",
     )
-    curated = pl.DataFrame({"segment_id": ["s1", "s2", "s3", "sb"]})
-    return {"words": words, "segments": segments, "curated_segments": curated, "audio_files": audio_files}
+    return {"words": words, "segments": segments, "audio_files": audio_files}
+
+
+def _selection(
+    tables: dict[str, pl.DataFrame], previous: pl.DataFrame | None = None, **overrides: object
+) -> KeywordSelection:
+    settings: dict = {"keyword": "six", "noise_clips": 6} | overrides
+    return select_keyword_clips(
+        tables["words"], tables["segments"], tables["audio_files"], DatasetConfig(**settings), previous
+    )
 
 
 def _manifest(tables: dict[str, pl.DataFrame], **overrides: object) -> pl.DataFrame:
-    settings: dict = {"keyword": "six", "group_column": "speaker", "noise_clips": 6} | overrides
-    return build_keyword_manifest(
-        tables["words"],
-        tables["segments"],
-        tables["curated_segments"],
-        tables["audio_files"],
-        DatasetConfig(**settings),
-    )
+    return _selection(tables, **overrides).manifest
 
 
 @pytest.fixture
@@ -97,7 +105,7 @@ def test_manifest_schema_and_positives(tables: dict[str, pl.DataFrame]) -> None:
     assert manifest.schema == pl.Schema(MANIFEST_SCHEMA)
     assert manifest["clip_id"].is_unique().all()
     positives = manifest.filter(pl.col("kind") == "positive").sort("file_id")
-    # 'Six,' in f1 and Whisper's '6' in f2; not the uncurated segment s3x, not the quarantined file.
+    # 'Six,' in f1 and Whisper's '6' in f2; not the unsure 'six' of s3x, not the quarantined file.
     assert positives["file_id"].to_list() == ["f1", "f2"]
     assert positives["start_s"].to_list() == pytest.approx([0.7, 0.0])  # centred, then kept inside the file
     assert ((positives["end_s"] - positives["start_s"]) == 1.0).all()
@@ -157,7 +165,16 @@ def _many_files(n_files: int = 300) -> dict[str, pl.DataFrame]:
             "speaker": [f"spk{i % 40}" if i % 5 else None for i in range(n_files)],
         }
     )
-    segments = pl.DataFrame({"segment_id": file_ids, "file_id": file_ids, "start_s": 0.2, "end_s": 2.0})
+    segments = pl.DataFrame(
+        {
+            "segment_id": file_ids,
+            "file_id": file_ids,
+            "start_s": 0.2,
+            "end_s": 2.0,
+            "snr_db": 20.0,
+            "clipping_ratio": 0.0,
+        }
+    )
     words = pl.DataFrame(
         {
             "segment_id": [f for f in file_ids for _ in range(2)],
@@ -165,14 +182,10 @@ def _many_files(n_files: int = 300) -> dict[str, pl.DataFrame]:
             "word": ["six", "apple"] * n_files,
             "start_s": [0.3, 1.2] * n_files,
             "end_s": [0.7, 1.7] * n_files,
+            "probability": 0.9,
         }
     )
-    return {
-        "words": words,
-        "segments": segments,
-        "curated_segments": segments.select("segment_id"),
-        "audio_files": audio_files,
-    }
+    return {"words": words, "segments": segments, "audio_files": audio_files}
 
 
 def test_split_is_by_recording_group_and_deterministic() -> None:
@@ -243,3 +256,172 @@ def test_load_round_trip_with_noise_and_tts(tables: dict[str, pl.DataFrame], tmp
     color = noise_id.split("-")[1]
     np.testing.assert_array_equal(dataset.waves[dataset.clip_ids == noise_id][0], generated_noise(noise_id, color, SR))
     assert dataset.stream_paths == tuple(sorted(manifest.filter(pl.col("kind") == "stream")["source_path"]))
+
+
+def test_every_candidate_word_has_a_decision(tables: dict[str, pl.DataFrame]) -> None:
+    candidates = _selection(tables).candidates
+    assert candidates.schema == pl.Schema(CANDIDATES_SCHEMA)
+    decided = {(row["kind"], row["word"], row["file_id"]): row["reason"] for row in candidates.iter_rows(named=True)}
+    assert decided[("positive", "six", "f1")] is None and decided[("positive", "six", "f2")] is None
+    assert decided[("positive", "six", "f3")] == "word probability 0.2 < 0.5"  # s3x, heard unsure
+    assert decided[("negative_word", "1964", "f2")] == "a number that may hide the keyword"
+    assert decided[("negative_word", "sixty", "f1")].startswith("its clip overlaps a keyword occurrence")
+    assert decided[("negative_word", "world", "f1")] is None
+    # Taken candidates are exactly the manifest's positives and negative words.
+    taken = candidates.filter(pl.col("taken")).select("clip_id").sort("clip_id")
+    manifest = _manifest(tables)
+    clips = manifest.filter(pl.col("kind").is_in(["positive", "negative_word"])).select("clip_id").sort("clip_id")
+    assert taken.equals(clips)
+    assert candidates["taken"].to_list() == candidates["reason"].is_null().to_list()
+
+
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [
+        ({"min_word_probability": 0.95}, "word probability 0.9 < 0.95"),
+        ({"min_snr_db": 25.0}, "segment SNR 20.0 dB < 25.0 dB"),
+        (
+            {"clip_s": 0.5, "min_context_s": 0.1},
+            "keyword of 0.4 s with 0.1 s context on each side does not fit a 0.5 s clip",
+        ),
+    ],
+)
+def test_keyword_policy_rules_name_the_value(tables: dict[str, pl.DataFrame], setting: dict, reason: str) -> None:
+    candidates = _selection(tables, **setting).candidates
+    f1 = candidates.filter((pl.col("kind") == "positive") & (pl.col("file_id") == "f1"))
+    assert f1["reason"].to_list() == [reason]
+    assert _manifest(tables, **setting).filter((pl.col("kind") == "positive") & (pl.col("file_id") == "f1")).is_empty()
+
+
+def test_clipped_segment_is_no_positive(tables: dict[str, pl.DataFrame]) -> None:
+    clipped = tables | {"segments": tables["segments"].with_columns(clipping_ratio=pl.lit(0.2))}
+    reasons = _selection(clipped).candidates.filter(pl.col("kind") == "positive")["reason"]
+    assert set(reasons.to_list()) >= {"clipping 0.2 > 0.01"}
+
+
+def _speaker_files(speakers: list[str], keyword_speakers: set[str]) -> dict[str, pl.DataFrame]:
+    """One 1-s recording per speaker named like Speech Commands, the keyword or 'apple' in it."""
+    file_ids = [f"f{i:03d}" for i in range(len(speakers))]
+    audio_files = pl.DataFrame(
+        {
+            "file_id": file_ids,
+            "shard": "s1",
+            "source_path": [f"/data/{'six' if s in keyword_speakers else 'apple'}/{s}_nohash_0.wav" for s in speakers],
+            "status": "ok",
+            "duration_s": 1.0,
+        }
+    )
+    segments = pl.DataFrame(
+        {
+            "segment_id": file_ids,
+            "file_id": file_ids,
+            "start_s": 0.1,
+            "end_s": 0.9,
+            "snr_db": 20.0,
+            "clipping_ratio": 0.0,
+        }
+    )
+    words = pl.DataFrame(
+        {
+            "segment_id": file_ids,
+            "word_index": 0,
+            "word": [" Six." if s in keyword_speakers else " apple" for s in speakers],
+            "start_s": 0.3,
+            "end_s": 0.7,
+            "probability": 0.9,
+        }
+    )
+    return {"words": words, "segments": segments, "audio_files": audio_files}
+
+
+def test_speakers_come_from_file_names() -> None:
+    tables = _speaker_files(["abc123", "abc123", "def456"], {"abc123"})
+    tables["audio_files"] = pl.concat(
+        [
+            tables["audio_files"],
+            pl.DataFrame(
+                {
+                    "file_id": ["g"],
+                    "shard": "s1",
+                    "source_path": ["/fsdd/six/george_12.flac"],
+                    "status": "ok",
+                    "duration_s": 1.0,
+                }
+            ),
+            pl.DataFrame(
+                {
+                    "file_id": ["lj"],
+                    "shard": "s1",
+                    "source_path": ["/lj/LJ001-0001.wav"],
+                    "status": "ok",
+                    "duration_s": 1.0,
+                }
+            ),
+        ]
+    )
+    speakers = dict(
+        _manifest(tables, noise_clips=0)
+        .filter(pl.col("file_id").is_not_null())
+        .select("file_id", "speaker")
+        .unique()
+        .iter_rows()
+    )
+    assert speakers == {"f000": "abc123", "f001": "abc123", "f002": "def456", "g": "george", "lj": "lj"}
+    no_pattern = _manifest(tables, noise_clips=0, speaker_pattern="").filter(pl.col("file_id") == "f001")
+    assert set(no_pattern["speaker"]) == {"f001"}
+    with pytest.raises(ValueError, match="named group"):
+        DatasetConfig(keyword="six", speaker_pattern=r"(\w+)_\d+")
+
+
+@pytest.mark.parametrize("salt", [f"salt{i}" for i in range(12)])
+def test_splits_are_speaker_disjoint_and_give_validation_and_test_positives(salt: str) -> None:
+    names = [f"spk{i:02d}" for i in range(40)]
+    tables = _speaker_files([n for n in names for _ in range(3)], set(names[:6]))
+    manifest = _manifest(tables, split_salt=salt, val_fraction=0.15, test_fraction=0.15)
+    clips = manifest.filter(pl.col("speaker").is_not_null())
+    assert clips.group_by("speaker").agg(pl.col("split").n_unique())["split"].max() == 1
+    positives = clips.filter(pl.col("kind") == "positive")
+    assert set(positives["split"]) == {"train", "validation", "test"}
+    assert dataset_shortfall(manifest) is None
+
+
+def test_a_speakers_split_survives_new_data() -> None:
+    names = [f"spk{i:02d}" for i in range(8)]
+    first = _manifest(_speaker_files(names, set(names[:6])), split_salt="s1")
+    grown = [*names, *(f"new{i:02d}" for i in range(30))]
+    later = _manifest(_speaker_files(grown, set(grown[:6]) | set(grown[8:20])), split_salt="s1")
+    later_given_first = _selection(
+        _speaker_files(grown, set(grown[:6]) | set(grown[8:20])), first, split_salt="s1"
+    ).manifest
+
+    def splits(manifest: pl.DataFrame) -> dict[str, str]:
+        return dict(manifest.filter(pl.col("speaker").is_not_null()).select("speaker", "split").unique().iter_rows())
+
+    kept = splits(later_given_first)
+    assert all(kept[speaker] == split for speaker, split in splits(first).items())
+    # Without the earlier manifest one speaker moves: the first build moved it to give validation
+    # or test a speaker of the keyword, and with more speakers the hash alone no longer does.
+    hashed = splits(later)
+    assert [s for s, split in splits(first).items() if hashed[s] != split] == ["spk02"]
+    # A changed split scheme starts over.
+    assert previous_splits(first, DatasetConfig(keyword="six", split_salt="other")) == {}
+
+
+def test_assign_splits_moves_nearest_train_speakers_only_when_needed() -> None:
+    speakers = pl.DataFrame({"speaker": [f"s{i}" for i in range(6)], "says_keyword": [True] * 6})
+    config = DatasetConfig(keyword="six", split_salt="x", val_fraction=0.15, test_fraction=0.15)
+    splits = assign_splits(speakers, config)
+    assert {"validation", "test"} <= set(splits["split"]) and "train" in set(splits["split"])
+    few = assign_splits(speakers.head(5), config)
+    hashed = assign_splits(
+        speakers.head(5),
+        DatasetConfig(keyword="six", split_salt="x", min_speakers=99, val_fraction=0.15, test_fraction=0.15),
+    )
+    assert few.equals(hashed)  # below min_speakers nothing moves
+
+
+def test_one_speaker_is_a_shortfall_not_a_crash() -> None:
+    tables = _speaker_files(["solo", "solo", "a", "b", "c", "d"], {"solo"})
+    manifest = _manifest(tables, split_salt="s")
+    reason = dataset_shortfall(manifest)
+    assert reason is not None and "not enough data for 'six'" in reason and "1 speaker(s)" in reason

@@ -11,7 +11,7 @@ import pytest
 
 from audio_platform.audio.decode import decode_mono_16k
 from audio_platform.training.config import DatasetConfig, PromotionFloors, TrainingConfig
-from audio_platform.training.dataset import build_keyword_manifest, dataset_lineage, load_keyword_dataset
+from audio_platform.training.dataset import dataset_lineage, load_keyword_dataset, select_keyword_clips
 from audio_platform.training.detect import detect_stream
 from audio_platform.training.pipeline import train_and_register
 from audio_platform.training.registry import load_model_bundle, promote_if_better
@@ -23,7 +23,6 @@ VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-us+f3", "en+m3")
 # Hash splits by speaker; with 7 'six' speakers this salt puts positives in every split (5/2/2).
 DATASET = DatasetConfig(
     keyword="six",
-    group_column="speaker",
     val_fraction=0.25,
     test_fraction=0.25,
     split_salt="s0",
@@ -36,9 +35,7 @@ def test_six_end_to_end(tmp_path: Path) -> None:
     from audio_platform.audio.tts import synthesize_speech  # the platform's offline TTS (espeak-ng)
 
     tables = corpus_tables()
-    manifest = build_keyword_manifest(
-        tables["words"], tables["segments"], tables["curated_segments"], tables["audio_files"], DATASET
-    )
+    manifest = select_keyword_clips(tables["words"], tables["segments"], tables["audio_files"], DATASET).manifest
     lineage = dataset_lineage(manifest)
     assert [lineage[f"{split}.positive"] for split in ("train", "validation", "test")] == [5, 2, 2]
     assert lineage["train.synthetic"] == len(DATASET.tts_variants) and int(lineage["test.stream_files"]) > 0
