@@ -184,15 +184,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         # The decision: keyword_champion's, or the floors check's when it blocked the promotion.
         champion = result.asset_materializations_for_node("keyword_champion")
-        evaluations = result.get_asset_check_evaluations()
+        floors = [e for e in result.get_asset_check_evaluations() if e.check_name == "candidate_meets_floors"]
+        dataset = result.asset_materializations_for_node("keyword_dataset")
         if champion:
             meta = {k: v.value for k, v in champion[0].metadata.items()}
             outcome = "promoted to @champion" if meta["promoted"] else "challenger"
-        elif evaluations:
-            meta = {k: v.value for k, v in evaluations[0].metadata.items()}
+        elif floors:
+            meta = {k: v.value for k, v in floors[0].metadata.items()}
             outcome = "challenger, below the promotion floors"
+        elif dataset and dataset[0].metadata["trainable"].value is False:
+            print(f"{keyword}: no model trained: {dataset[0].metadata['shortfall'].value}", file=sys.stderr)
+            status = 1
+            continue
         else:
-            print(f"{keyword}: training failed (see the Dagster UI run logs)", file=sys.stderr)
+            failures = [e.step_failure_data.error for e in result.get_step_failure_events()]
+            reason = failures[0].message.strip().splitlines()[-1] if failures and failures[0] else "see the run logs"
+            print(f"{keyword}: training failed: {reason} (run {result.run_id} in the Dagster UI)", file=sys.stderr)
             status = 1
             continue
         print(

@@ -206,7 +206,11 @@ def _instance_yaml(values: Mapping[str, Any]) -> dict[str, Any]:
             "enabled": monitoring["enabled"],
             "start_timeout_seconds": monitoring["startTimeoutSeconds"],
         },
-        "run_retries": {"enabled": daemon["runRetries"]["enabled"], "max_retries": daemon["runRetries"]["maxRetries"]},
+        "run_retries": {
+            "enabled": daemon["runRetries"]["enabled"],
+            "max_retries": daemon["runRetries"]["maxRetries"],
+            "retry_on_asset_or_op_failure": daemon["runRetries"]["retryOnAssetOrOpFailure"],
+        },
         "sensors": {"use_threads": daemon["sensors"]["useThreads"], "num_workers": daemon["sensors"]["numWorkers"]},
         "telemetry": {"enabled": values["telemetry"]["enabled"]},
         "concurrency": {

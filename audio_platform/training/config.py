@@ -191,6 +191,9 @@ class TrainingConfig:
     # each negative word is, not only that it is not the keyword, separates look-alikes
     # ('stop' from 'up', 'go'). 0 turns it off.
     auxiliary_words: int = 0
+    # Hard-negative mining: from the second epoch on, a negative clip is drawn in proportion to
+    # 1 + this x the keyword score the model currently gives it. 0 draws negatives uniformly.
+    hard_negative_weight: float = 0.0
     auxiliary_weight: float = 0.5
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -222,6 +225,9 @@ class TrainingConfig:
         _require(
             isinstance(self.auxiliary_words, int) and self.auxiliary_words >= 0,
             f"auxiliary_words must be an integer >= 0, got {self.auxiliary_words!r}",
+        )
+        _require(
+            self.hard_negative_weight >= 0.0, f"hard_negative_weight must be >= 0, got {self.hard_negative_weight}"
         )
         _require(self.auxiliary_weight >= 0.0, f"auxiliary_weight must be >= 0, got {self.auxiliary_weight}")
         _require(

@@ -78,13 +78,29 @@ def unit_hash(values: pl.Series, salt: str) -> pl.Series:
 
 
 def speaker_of_files(files: pl.DataFrame, config: DatasetConfig) -> pl.Series:
-    """Each file's speaker (see ``DatasetConfig.speaker_column``/``speaker_pattern``), else its file_id."""
+    """Each file's speaker (see ``DatasetConfig.speaker_column``/``speaker_pattern``), else its file_id.
+
+    A name the pattern finds counts as a speaker only if some folder holds it and at least one
+    other name: a prefix that every file of its folders shares (``speech_01.wav``,
+    ``speech_02.wav``) says nothing about who speaks, and taking it as one speaker would put all
+    those files in one split.
+    """
     known = []
     if config.speaker_column in files.columns:
         known.append(pl.col(config.speaker_column).cast(pl.String).replace("", None))
     if config.speaker_pattern:
-        name = pl.col("source_path").str.extract(r"([^/\\]+)$")
-        known.append(name.str.extract_groups(config.speaker_pattern).struct.field("speaker").replace("", None))
+        parts = files.select(
+            pl.col("source_path").str.extract(r"^(.*?)[^/\\]*$").alias("folder"),
+            pl.col("source_path").str.extract(r"([^/\\]*)$").alias("name"),
+        )
+        named = parts.select(
+            "folder",
+            speaker=pl.col("name").str.extract_groups(config.speaker_pattern).struct.field("speaker").replace("", None),
+        )
+        folders = named.drop_nulls("speaker").group_by("folder").agg(pl.col("speaker").n_unique().alias("names"))
+        informative = named.join(folders.filter(pl.col("names") >= 2), on="folder", how="semi")["speaker"].unique()
+        files = files.with_columns(_named=named["speaker"])
+        known.append(pl.when(pl.col("_named").is_in(informative.to_list())).then(pl.col("_named")))
     return files.select(pl.coalesce(*known, pl.col("file_id")).alias("speaker")).to_series()
 
 
@@ -276,6 +292,45 @@ def _policy_reason(config: DatasetConfig) -> pl.Expr:
     )
 
 
+def _flagged(frame: pl.DataFrame, members: pl.DataFrame, flag: str) -> pl.DataFrame:
+    """``frame`` with a boolean column ``flag``: its clip_id is among ``members``' (a join, not a list)."""
+    marks = members.select("clip_id").unique().with_columns(pl.lit(True).alias(flag))
+    return frame.join(marks, on="clip_id", how="left").with_columns(pl.col(flag).fill_null(False))
+
+
+def _negative_word_candidates(
+    all_words: pl.DataFrame, tokens: list[str], forbidden: pl.DataFrame, config: DatasetConfig
+) -> pl.DataFrame:
+    """Every other word as a negative clip candidate, with the reason it is not taken (null: taken)."""
+    clip_s = config.clip_s
+    words = all_words.filter(pl.col("norm") != "")
+    if len(tokens) == 1:  # the keyword itself is no negative; parts of a longer one may be
+        words = words.filter(pl.col("norm") != tokens[0])
+    centred = _centred_start((pl.col("start_s") + pl.col("end_s")) / 2, clip_s)
+    candidates = _with_clip_id(words.with_columns(clip_start=centred, word="norm"), "negative_word", "clip_start")
+    candidates = candidates.unique("clip_id", keep="first")
+    near = _overlapping(candidates.select("clip_id", "file_id", start_s="clip_start"), forbidden, clip_s)
+    candidates = _flagged(candidates, near, "near_keyword").with_columns(
+        reason=pl.when(pl.col("norm").str.contains(r"\d"))
+        .then(pl.lit("a number that may hide the keyword"))
+        .when(pl.col("near_keyword"))
+        .then(pl.lit("its clip overlaps a keyword occurrence or an unresolved number"))
+        .when(pl.col("probability") < config.min_word_probability)
+        .then(
+            pl.format("word probability {} < {}", pl.col("probability").round(2), pl.lit(config.min_word_probability))
+        )
+        .otherwise(None)
+    )
+    # Words that contain a keyword token ('sixty', 'sixteen') are the hard negatives: keep them first.
+    confusable = pl.any_horizontal([pl.col("norm").str.contains(t, literal=True) for t in tokens])
+    kept = _capped(candidates.filter(pl.col("reason").is_null()), config.max_negative_words, first=confusable)
+    return _flagged(candidates, kept, "kept").with_columns(
+        reason=pl.when(pl.col("reason").is_null() & ~pl.col("kept"))
+        .then(pl.lit(f"beyond the {config.max_negative_words} negative words kept (max_negative_words)"))
+        .otherwise("reason")
+    )
+
+
 def select_keyword_clips(
     words: pl.DataFrame,
     segments: pl.DataFrame,
@@ -327,40 +382,15 @@ def select_keyword_clips(
     speakers = (
         files.select("speaker")
         .unique()
-        .with_columns(says_keyword=pl.col("speaker").is_in(says["speaker"].unique().to_list()))
+        .join(says.select("speaker").unique().with_columns(says_keyword=pl.lit(True)), on="speaker", how="left")
+        .with_columns(pl.col("says_keyword").fill_null(False))
     )
     splits = assign_splits(speakers, config, previous_splits(previous, config))
     files = files.join(splits, on="speaker")
 
     centred = _centred_start((pl.col("start_s") + pl.col("end_s")) / 2, clip_s)
     positive_candidates = _with_clip_id(occurrences.with_columns(clip_start=centred), "positive", "clip_start")
-    words_alone = all_words.filter(pl.col("norm") != "")
-    if len(tokens) == 1:  # the keyword itself is no negative; parts of a longer one may be
-        words_alone = words_alone.filter(pl.col("norm") != tokens[0])
-    word_candidates = _with_clip_id(
-        words_alone.with_columns(clip_start=centred, word="norm"), "negative_word", "clip_start"
-    ).unique("clip_id", keep="first")
-    clips = word_candidates.select("clip_id", "file_id", start_s="clip_start")
-    near_keyword = _overlapping(clips, forbidden, clip_s)["clip_id"].to_list()
-    word_candidates = word_candidates.with_columns(
-        reason=pl.when(pl.col("norm").str.contains(r"\d"))
-        .then(pl.lit("a number that may hide the keyword"))
-        .when(pl.col("clip_id").is_in(near_keyword))
-        .then(pl.lit("its clip overlaps a keyword occurrence or an unresolved number"))
-        .when(pl.col("probability") < config.min_word_probability)
-        .then(
-            pl.format("word probability {} < {}", pl.col("probability").round(2), pl.lit(config.min_word_probability))
-        )
-        .otherwise(None)
-    )
-    # Words that contain a keyword token ('sixty', 'sixteen') are the hard negatives: keep them first.
-    confusable = pl.any_horizontal([pl.col("norm").str.contains(t, literal=True) for t in tokens])
-    kept = _capped(word_candidates.filter(pl.col("reason").is_null()), config.max_negative_words, first=confusable)
-    word_candidates = word_candidates.with_columns(
-        reason=pl.when(pl.col("reason").is_null() & ~pl.col("clip_id").is_in(kept["clip_id"].to_list()))
-        .then(pl.lit(f"beyond the {config.max_negative_words} negative words kept (max_negative_words)"))
-        .otherwise("reason")
-    )
+    word_candidates = _negative_word_candidates(all_words, tokens, forbidden, config)
 
     candidates = (
         pl.concat(

@@ -83,6 +83,16 @@ def _logits(spotter: KeywordSpotter, waves: Tensor, device: torch.device) -> Ten
     return torch.cat(batches).float().cpu()
 
 
+def _mined_weights(base: Tensor, logits: Tensor, labels: Tensor, config: TrainingConfig) -> Tensor:
+    """Sampling weights that draw each negative in proportion to 1 + hard_negative_weight x its
+    current score, the negatives' total share unchanged: the look-alike words the model still
+    takes for the keyword come back more often than the easy ones."""
+    negative = labels <= 0.5
+    boosted = base * (1 + config.hard_negative_weight * torch.sigmoid(logits).to(base.dtype))
+    mined = torch.where(negative, boosted, base)
+    return torch.where(negative, mined * base[negative].sum() / mined[negative].sum(), base)
+
+
 def _word_classes(words: np.ndarray, vocabulary_size: int) -> np.ndarray:
     """Class of each clip's word: its rank among the ``vocabulary_size`` most frequent words
     (ties by spelling), or ``vocabulary_size`` for any other word and for clips without one."""
@@ -151,6 +161,8 @@ def train_keyword_model(dataset: KeywordDataset, config: TrainingConfig) -> Trai
         history: list[dict[str, float]] = []
         best_loss, best_epoch, best_state, stale = float("inf"), 0, copy.deepcopy(shadow.state_dict()), 0
         for epoch in range(1, config.epochs + 1):
+            if config.hard_negative_weight > 0 and epoch > 1:
+                sampler.weights = _mined_weights(weights, _logits(shadow, train_waves, device), train_labels, config)
             spotter.train()
             losses = []
             for waves, labels, words in loader:

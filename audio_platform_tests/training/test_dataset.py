@@ -306,7 +306,7 @@ def _speaker_files(speakers: list[str], keyword_speakers: set[str]) -> dict[str,
         {
             "file_id": file_ids,
             "shard": "s1",
-            "source_path": [f"/data/{'six' if s in keyword_speakers else 'apple'}/{s}_nohash_0.wav" for s in speakers],
+            "source_path": [f"/data/clips/{s}_nohash_{i}.wav" for i, s in enumerate(speakers)],
             "status": "ok",
             "duration_s": 1.0,
         }
@@ -335,30 +335,19 @@ def _speaker_files(speakers: list[str], keyword_speakers: set[str]) -> dict[str,
 
 
 def test_speakers_come_from_file_names() -> None:
-    tables = _speaker_files(["abc123", "abc123", "def456"], {"abc123"})
-    tables["audio_files"] = pl.concat(
-        [
-            tables["audio_files"],
-            pl.DataFrame(
-                {
-                    "file_id": ["g"],
-                    "shard": "s1",
-                    "source_path": ["/fsdd/six/george_12.flac"],
-                    "status": "ok",
-                    "duration_s": 1.0,
-                }
-            ),
-            pl.DataFrame(
-                {
-                    "file_id": ["lj"],
-                    "shard": "s1",
-                    "source_path": ["/lj/LJ001-0001.wav"],
-                    "status": "ok",
-                    "duration_s": 1.0,
-                }
-            ),
-        ]
+    tables = _speaker_files(["abc123", "abc123", "def456", "aaa000", "bbb111"], {"abc123", "aaa000"})
+    paths = {
+        "g1": "/fsdd/six/george_12.flac",
+        "j1": "/fsdd/six/jackson_3.flac",
+        "g2": "/fsdd/two/george_7.flac",  # alone in its folder, but george is a speaker elsewhere
+        "lj": "/lj/LJ001-0001.wav",
+        "sp1": "/demo/speech_01.wav",  # one prefix for the whole folder: no speaker at all
+        "sp2": "/demo/speech_02.wav",
+    }
+    extra = pl.DataFrame(
+        {"file_id": list(paths), "shard": "s1", "source_path": list(paths.values()), "status": "ok", "duration_s": 1.0}
     )
+    tables["audio_files"] = pl.concat([tables["audio_files"], extra])
     speakers = dict(
         _manifest(tables, noise_clips=0)
         .filter(pl.col("file_id").is_not_null())
@@ -366,7 +355,19 @@ def test_speakers_come_from_file_names() -> None:
         .unique()
         .iter_rows()
     )
-    assert speakers == {"f000": "abc123", "f001": "abc123", "f002": "def456", "g": "george", "lj": "lj"}
+    assert speakers == {
+        "f000": "abc123",
+        "f001": "abc123",
+        "f002": "def456",
+        "f003": "aaa000",
+        "f004": "bbb111",
+        "g1": "george",
+        "j1": "jackson",
+        "g2": "george",
+        "lj": "lj",
+        "sp1": "sp1",
+        "sp2": "sp2",
+    }
     no_pattern = _manifest(tables, noise_clips=0, speaker_pattern="").filter(pl.col("file_id") == "f001")
     assert set(no_pattern["speaker"]) == {"f001"}
     with pytest.raises(ValueError, match="named group"):
