@@ -104,6 +104,7 @@ def build_definitions(settings: Settings) -> Definitions:
                 batch_size=settings.asr_batch_size,
                 beam_size=settings.asr_beam_size,
                 cpu_threads=settings.asr_cpu_threads,
+                pack_across_files=settings.asr_pack_across_files,
             ),
             "curation": CurationResource(),
             "metering": MeteringResource(

@@ -81,6 +81,10 @@ class Settings:
     """Beam width of the decoder (1 = greedy)."""
     asr_cpu_threads: int = 0
     """CPU threads of the ASR model; 0 lets CTranslate2 choose."""
+    asr_pack_across_files: bool = False
+    """Let segments of different files share a 30-s window: several times faster on many short
+    files, but words of one file then bleed into its neighbours' transcripts (short clips lose
+    accuracy). Off: each window holds one file's segments."""
     # Prices behind every stage's estimated_cost (metadata, stage_runs, metrics), in any currency.
     # Defaults are on-demand USD list prices: a compute-optimized vCPU-hour with its memory (as in
     # docs/capacity_plan.md) and an A10G-class GPU-hour.
@@ -190,6 +194,12 @@ class Settings:
 
 def _coerce(raw: str, annotation: Any) -> Any:
     kind = str(annotation)
+    if "bool" in kind:
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{raw!r} is not true/false")
     if "int" in kind and "float" not in kind:
         return int(raw)
     if "float" in kind:

@@ -18,11 +18,17 @@ def test_environment_overrides_are_typed(tmp_path):
         {"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_SHARD_SIZE": "7", "AUDIO_PLATFORM_ASR_MODEL_PATH": "/m"}
     )
     assert settings.shard_size == 7 and settings.asr_model_path == "/m"
+    assert settings.asr_pack_across_files is False
+    for raw, expected in (("true", True), ("1", True), ("off", False), ("No", False)):
+        env = {"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_ASR_PACK_ACROSS_FILES": raw}
+        assert load_settings(env).asr_pack_across_files is expected
 
 
 def test_bad_values_are_explained(tmp_path):
     with pytest.raises(ValueError, match="AUDIO_PLATFORM_SHARD_SIZE"):
         load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_SHARD_SIZE": "many"})
+    with pytest.raises(ValueError, match="AUDIO_PLATFORM_ASR_PACK_ACROSS_FILES"):
+        load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_ASR_PACK_ACROSS_FILES": "maybe"})
     with pytest.raises(ValueError, match="shard_size"):
         Settings(home=Path(tmp_path), shard_size=0)
 

@@ -1,10 +1,10 @@
 """Whisper speech-to-text for VAD speech segments, packed into shared windows for speed.
 
 Whisper's encoder always sees 30 s of audio, so transcribing short VAD segments one at a time
-spends most of the compute on padding. Instead, consecutive segments (of one file, or of many
-files with ``transcribe_many``) are packed back to back into windows of at most ``window_s``
-seconds, ``gap_s`` of digital silence apart so that the model and the word aligner see a pause
-between them; a segment longer than ``window_s`` is first cut at quiet frames. The windows are
+spends most of the compute on padding. Instead, consecutive segments of one file (of many files
+with ``transcribe_many`` and ``pack_across_files``) are packed back to back into windows of at
+most ``window_s`` seconds, ``gap_s`` of digital silence apart so that the model and the word
+aligner see a pause between them; a segment longer than ``window_s`` is first cut at quiet frames. The windows are
 decoded in batches by faster-whisper's ``BatchedInferencePipeline`` (greedy by default, timestamp
 tokens on, DTW word timestamps), and every word is mapped through its window's offset map to the
 segment it starts in and to file time.
@@ -132,6 +132,10 @@ class AsrConfig:
     language: str | None = "en"
     window_s: float = MAX_WINDOW_S
     gap_s: float = 0.5
+    # Segments of different files in one window: several times faster on many short files, but
+    # the decoder then carries words from one file into its neighbours (one-word clips in random
+    # order: the spoken word found in 66 % of clips packed, 82 % with a window per file).
+    pack_across_files: bool = False
 
     def __post_init__(self) -> None:
         if self.model_path is not None and not self.model_path.strip():
@@ -219,11 +223,14 @@ class Window:
         return i
 
 
-def pack_pieces(spans: Sequence[tuple[int, int, float, float]], window_s: float, gap_s: float) -> list[Window]:
+def pack_pieces(
+    spans: Sequence[tuple[int, int, float, float]], window_s: float, gap_s: float, across_items: bool = True
+) -> list[Window]:
     """Pack ``(item, segment, file_start_s, file_end_s)`` spans, in the given order, into windows.
 
     Next-fit keeps neighbouring speech together (useful context for the decoder) and lays each
     span out ``gap_s`` after the previous one. Every span must already be at most ``window_s``.
+    Without ``across_items`` a window holds the spans of one item (file) only.
     """
     windows: list[Window] = []
     current: list[Piece] = []
@@ -233,7 +240,7 @@ def pack_pieces(spans: Sequence[tuple[int, int, float, float]], window_s: float,
         if duration > window_s + 1e-9:
             raise ValueError(f"span {start:.3f}-{end:.3f} s is longer than the {window_s} s window")
         offset = cursor + gap_s if current else 0.0
-        if current and offset + duration > window_s:
+        if current and (offset + duration > window_s or (not across_items and current[-1].item != item)):
             windows.append(Window(tuple(current)))
             current, offset = [], 0.0
         current.append(Piece(item, segment, start, end, offset))
@@ -470,7 +477,7 @@ class WhisperTranscriber:
         solo: list[tuple[int, int, float, float]] = []
         language = self.config.language or "en"
         while pending or solo:
-            windows = pack_pieces(pending, self.config.window_s, self.config.gap_s)
+            windows = pack_pieces(pending, self.config.window_s, self.config.gap_s, self.config.pack_across_files)
             windows += [Window((Piece(*span, window_start_s=0.0),)) for span in solo]
             # Decode a few batches of windows at a time: rendering every window of a long file at
             # once (and faster-whisper's features for all of them) makes memory grow with speech length.

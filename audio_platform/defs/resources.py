@@ -102,6 +102,11 @@ class AsrResource(ConfigurableResource):
     )
     cpu_threads: int = Field(default=0, description="AUDIO_PLATFORM_ASR_CPU_THREADS: 0 = automatic.")
     language: str | None = Field(default="en", description="Language to transcribe; null: detect per segment.")
+    pack_across_files: bool = Field(
+        default=False,
+        description="AUDIO_PLATFORM_ASR_PACK_ACROSS_FILES: let segments of different files share a window "
+        "(faster on short files; their words may bleed into each other).",
+    )
 
     def build(self) -> WhisperTranscriber:
         return WhisperTranscriber(
@@ -113,6 +118,7 @@ class AsrResource(ConfigurableResource):
                 batch_size=self.batch_size,
                 cpu_threads=self.cpu_threads,
                 language=self.language,
+                pack_across_files=self.pack_across_files,
             )
         )
 

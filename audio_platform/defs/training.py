@@ -4,6 +4,7 @@ A blocking check on keyword_model (candidate_meets_floors) is a pure read of the
 metrics; moving the alias is the work of the keyword_champion asset, never of a check."""
 
 from collections.abc import Iterator
+from dataclasses import MISSING, fields
 
 import polars as pl
 from dagster import (
@@ -33,12 +34,15 @@ from audio_platform.defs.transcription import WORDS_KEY
 from audio_platform.defs.vad import vad_segments
 from audio_platform.observability.plots import figure_png, markdown_image
 from audio_platform.storage.tables import AUDIO_FILES, KEYWORD_CANDIDATES, KEYWORD_CLIPS, SEGMENTS, WORDS
-from audio_platform.training.config import DEFAULT_SPEAKER_PATTERN, DatasetConfig, PromotionFloors, TrainingConfig
+from audio_platform.training.config import DatasetConfig, PromotionFloors, TrainingConfig
 from audio_platform.training.dataset import dataset_lineage, dataset_shortfall, select_keyword_clips
 
 # The torch-backed training modules (pipeline, registry) are imported inside the training assets:
 # every shard run loads these definitions, and importing torch would add ~300 MB to each one.
 
+# Defaults are the domain configs' (one declaration); the resource only exposes them.
+DATASET_DEFAULTS = {f.name: f.default for f in fields(DatasetConfig) if f.default is not MISSING}
+TRAINING_DEFAULTS = {f.name: f.default for f in fields(TrainingConfig) if f.default is not MISSING}
 # espeak-ng voices × rates × pitches for synthetic positives (train split only).
 TTS_VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-us+f3", "en+m3")
 
@@ -51,30 +55,39 @@ class TrainingResource(ConfigurableResource):
     model_prefix: str = Field(default="kws-", description="Registered model name = prefix + keyword.")
     clip_s: float = Field(default=1.0, description="Length of every training clip in seconds.")
     min_word_probability: float = Field(
-        default=0.5,
+        default=DATASET_DEFAULTS["min_word_probability"],
         description="Keyword policy: lowest ASR probability of a keyword occurrence (positive) or another "
         "word (negative) to be taken; a less sure word is only kept away from.",
     )
-    min_snr_db: float = Field(default=0.0, description="Keyword policy: lowest SNR (dB) of a positive's segment.")
+    min_snr_db: float = Field(
+        default=DATASET_DEFAULTS["min_snr_db"], description="Keyword policy: lowest SNR (dB) of a positive's segment."
+    )
     max_clipping_ratio: float = Field(
-        default=0.01, description="Keyword policy: highest share of clipped samples in a positive's segment."
+        default=DATASET_DEFAULTS["max_clipping_ratio"],
+        description="Keyword policy: highest share of clipped samples in a positive's segment.",
     )
     min_context_s: float = Field(
-        default=0.05, description="Keyword policy: room a positive needs on each side of the keyword in its clip."
+        default=DATASET_DEFAULTS["min_context_s"],
+        description="Keyword policy: room a positive needs on each side of the keyword in its clip.",
     )
     speaker_pattern: str = Field(
-        default=DEFAULT_SPEAKER_PATTERN,
+        default=DATASET_DEFAULTS["speaker_pattern"],
         description="Regular expression with a named group (?P<speaker>...) matched on each file name; "
         "files with the same speaker share a split. Empty: every file is its own speaker.",
     )
     min_speakers: int = Field(
-        default=6,
+        default=DATASET_DEFAULTS["min_speakers"],
         description="With at least this many speakers of the keyword, validation and test each receive some.",
     )
-    val_fraction: float = Field(default=0.25, description="Share of source recordings in the validation split.")
-    test_fraction: float = Field(default=0.25, description="Share of source recordings in the test split.")
+    val_fraction: float = Field(
+        default=DATASET_DEFAULTS["val_fraction"], description="Share of speakers in the validation split."
+    )
+    test_fraction: float = Field(
+        default=DATASET_DEFAULTS["test_fraction"], description="Share of speakers in the test split."
+    )
     split_salt: str = Field(
-        default="kws-split-v1", description="Salt of the per-recording split hash; changing it reshuffles splits."
+        default=DATASET_DEFAULTS["split_salt"],
+        description="Salt of the per-speaker split hash; changing it reshuffles splits.",
     )
     synthetic_positives: bool = Field(
         default=True, description="Add espeak-ng keyword clips (train split only) to the real positives."
@@ -84,6 +97,11 @@ class TrainingResource(ConfigurableResource):
     steps_per_epoch: int = Field(default=40, description="Balanced batches per epoch.")
     batch_size: int = Field(default=64, description="Clips per batch.")
     device: str = Field(default="auto", description="cpu, cuda or auto.")
+    target_recall: float | None = Field(
+        default=TRAINING_DEFAULTS["target_recall"],
+        description="Detection threshold: the highest that keeps this share of the validation keyword clips "
+        "(unseen speakers); null: the F1-maximising threshold.",
+    )
     min_f1: float = Field(default=0.5, description="Promotion floor: lowest test F1 a champion may have.")
     max_false_accepts_per_hour: float = Field(
         default=10.0, description="Promotion ceiling: most false accepts per hour a champion may have."
@@ -120,6 +138,7 @@ class TrainingResource(ConfigurableResource):
             steps_per_epoch=self.steps_per_epoch,
             batch_size=self.batch_size,
             device=self.device,
+            target_recall=self.target_recall,
         )
 
     def floors(self) -> PromotionFloors:

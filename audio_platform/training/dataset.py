@@ -569,7 +569,6 @@ class KeywordDataset:
     splits: np.ndarray  # str
     kinds: np.ndarray  # str
     stream_paths: tuple[str, ...]
-    words: np.ndarray  # str: the word centred in the clip ("" when the clip is not a word)
 
     def mask(self, split: str, kinds: tuple[str, ...] = CLIP_KINDS) -> np.ndarray:
         return (self.splits == split) & np.isin(self.kinds, kinds)
@@ -652,5 +651,4 @@ def load_keyword_dataset(manifest: pl.DataFrame, tts: TtsFn | None = None) -> Ke
         splits=clips["split"].to_numpy().astype(str),
         kinds=clips["kind"].to_numpy().astype(str),
         stream_paths=tuple(sorted(streams["source_path"].to_list())),
-        words=clips["word"].fill_null("").to_numpy().astype(str),
     )

@@ -80,10 +80,12 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, threshold: fl
     return precision, recall, f1
 
 
-def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The F1-maximising threshold on (validation) scores, placed midway between neighbouring scores.
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_recall: float | None = None) -> float:
+    """A threshold on (validation) scores, placed midway between neighbouring scores.
 
-    When several cut points tie, the middle one is taken, which leaves margin on both sides.
+    With ``target_recall``: the highest threshold that still accepts that share of the keyword
+    clips, so a wake word keeps its recall and fires as rarely as that allows. Without: the
+    F1-maximising one; when several cut points tie, the middle one, which leaves margin both ways.
     """
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     ranked = np.asarray(scores, dtype=np.float64)[order]
@@ -91,12 +93,14 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     if len(ranked) == 0 or not truth.any():
         raise ValueError("choosing a threshold needs at least one positive score")
     tp = np.cumsum(truth)
-    f1 = 2 * tp / (np.arange(1, len(ranked) + 1) + truth.sum())
     # A cut is only possible between distinct scores (or below the lowest one).
-    cut = np.append(ranked[:-1] > ranked[1:], True)
-    cuts = np.flatnonzero(cut)
-    best = cuts[f1[cuts] >= f1[cuts].max() - 1e-12]
-    k = int(best[len(best) // 2])
+    cuts = np.flatnonzero(np.append(ranked[:-1] > ranked[1:], True))
+    if target_recall is None:
+        f1 = 2 * tp / (np.arange(1, len(ranked) + 1) + truth.sum())
+        best = cuts[f1[cuts] >= f1[cuts].max() - 1e-12]
+        k = int(best[len(best) // 2])
+    else:
+        k = int(cuts[tp[cuts] >= target_recall * truth.sum() - 1e-9][0])
     below = ranked[k + 1] if k + 1 < len(ranked) else max(ranked[k] - 1e-3, 0.0)
     return float((ranked[k] + below) / 2)
 

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 import torch
 import torchaudio
 from torch import Tensor, nn
-from torch.nn.functional import affine_grid, grid_sample
 
 from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.training.config import FeatureConfig, TrainingConfig
@@ -119,17 +118,5 @@ class Augmenter:
         return (waves * gain[:, None]).clamp(-1.0, 1.0)
 
     def features(self, features: Tensor) -> Tensor:
-        """Speaking-rate and vocal-tract warps, then SpecAugment, on normalised features (so cells
-        warped in from outside and masked cells hold the mean, zero)."""
-        batch, device = features.shape[0], features.device
-        image = features.unsqueeze(1)
-        if self.config.time_stretch > 0 or self.config.frequency_warp > 0:
-            # One affine map per clip: x (frames) scaled by 1/rate about the centre, y (mel bins) by
-            # the warp; grid_sample reads the source cell of every output cell.
-            rate = 1 + self._uniform((-self.config.time_stretch, self.config.time_stretch), batch, device)
-            warp = 1 + self._uniform((-self.config.frequency_warp, self.config.frequency_warp), batch, device)
-            theta = torch.zeros(batch, 2, 3, device=device)
-            theta[:, 0, 0], theta[:, 1, 1] = rate, warp
-            grid = affine_grid(theta, list(image.shape), align_corners=False)
-            image = grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return self.spec_augment(image).squeeze(1)
+        """SpecAugment on normalised features, so masked cells hold the mean (zero)."""
+        return self.spec_augment(features.unsqueeze(1)).squeeze(1)

@@ -55,12 +55,9 @@ class TCResNet(nn.Module):
         )
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(widths[-1], 1))
 
-    def embed(self, features: Tensor) -> Tensor:
-        """The pooled representation [B, last width] that the head reads."""
-        return self.blocks(self.stem(features)).mean(dim=2)
-
     def forward(self, features: Tensor) -> Tensor:
-        return self.head(self.embed(features)).squeeze(1)
+        pooled = self.blocks(self.stem(features)).mean(dim=2)
+        return self.head(pooled).squeeze(1)
 
 
 class KeywordSpotter(nn.Module):

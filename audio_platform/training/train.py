@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy
+from torch.nn.functional import binary_cross_entropy_with_logits
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from audio_platform.training.config import TrainingConfig
@@ -83,25 +83,6 @@ def _logits(spotter: KeywordSpotter, waves: Tensor, device: torch.device) -> Ten
     return torch.cat(batches).float().cpu()
 
 
-def _mined_weights(base: Tensor, logits: Tensor, labels: Tensor, config: TrainingConfig) -> Tensor:
-    """Sampling weights that draw each negative in proportion to 1 + hard_negative_weight x its
-    current score, the negatives' total share unchanged: the look-alike words the model still
-    takes for the keyword come back more often than the easy ones."""
-    negative = labels <= 0.5
-    boosted = base * (1 + config.hard_negative_weight * torch.sigmoid(logits).to(base.dtype))
-    mined = torch.where(negative, boosted, base)
-    return torch.where(negative, mined * base[negative].sum() / mined[negative].sum(), base)
-
-
-def _word_classes(words: np.ndarray, vocabulary_size: int) -> np.ndarray:
-    """Class of each clip's word: its rank among the ``vocabulary_size`` most frequent words
-    (ties by spelling), or ``vocabulary_size`` for any other word and for clips without one."""
-    spoken, counts = np.unique(words[words != ""], return_counts=True)
-    ranked = sorted(zip(-counts, spoken, strict=True))[:vocabulary_size]
-    index = {str(word): rank for rank, (_, word) in enumerate(ranked)}
-    return np.array([index.get(str(word), vocabulary_size) for word in words], dtype=np.int64)
-
-
 def _check_split(dataset: KeywordDataset, split: str) -> None:
     labels = dataset.labels[dataset.mask(split)]
     if labels.sum() == 0 or (1 - labels).sum() == 0:
@@ -141,18 +122,10 @@ def train_keyword_model(dataset: KeywordDataset, config: TrainingConfig) -> Trai
             (1 - config.positive_fraction) / (len(train_labels) - n_pos),
         )
         sampler = WeightedRandomSampler(weights.tolist(), config.steps_per_epoch * config.batch_size, replacement=True)
-        word_classes = torch.from_numpy(_word_classes(dataset.words[train_mask], config.auxiliary_words))
-        loader = DataLoader(
-            TensorDataset(train_waves, train_labels, word_classes), batch_size=config.batch_size, sampler=sampler
+        loader = DataLoader(TensorDataset(train_waves, train_labels), batch_size=config.batch_size, sampler=sampler)
+        optimizer = torch.optim.AdamW(
+            spotter.net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        # The word head exists only while training: the bundle keeps the keyword head alone.
-        word_head = (
-            nn.Linear(config.model.channels[-1], config.auxiliary_words + 1).to(device)
-            if config.auxiliary_words
-            else None
-        )
-        parameters = [*spotter.net.parameters(), *(word_head.parameters() if word_head else [])]
-        optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.learning_rate, total_steps=config.epochs * config.steps_per_epoch
         )
@@ -161,20 +134,15 @@ def train_keyword_model(dataset: KeywordDataset, config: TrainingConfig) -> Trai
         history: list[dict[str, float]] = []
         best_loss, best_epoch, best_state, stale = float("inf"), 0, copy.deepcopy(shadow.state_dict()), 0
         for epoch in range(1, config.epochs + 1):
-            if config.hard_negative_weight > 0 and epoch > 1:
-                sampler.weights = _mined_weights(weights, _logits(shadow, train_waves, device), train_labels, config)
             spotter.train()
             losses = []
-            for waves, labels, words in loader:
-                waves, labels, words = waves.to(device), labels.to(device), words.to(device)
+            for waves, labels in loader:
+                waves, labels = waves.to(device), labels.to(device)
                 with torch.no_grad():
                     features = augmenter.features(spotter.cmvn(spotter.logmel(augmenter.waves(waves))))
                 with torch.autocast(device.type, enabled=use_amp):
-                    embedded = spotter.net.embed(features)
-                    logits = spotter.net.head(embedded).squeeze(1)
+                    logits = spotter.net(features)
                 loss = binary_cross_entropy_with_logits(logits.float(), labels)
-                if word_head is not None:
-                    loss = loss + config.auxiliary_weight * cross_entropy(word_head(embedded.float()), words)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -200,7 +168,8 @@ def train_keyword_model(dataset: KeywordDataset, config: TrainingConfig) -> Trai
                     break
 
     shadow.load_state_dict(best_state)
-    threshold = choose_threshold(torch.sigmoid(_logits(shadow, val_waves, device)).numpy(), val_labels.numpy())
+    val_scores = torch.sigmoid(_logits(shadow, val_waves, device)).numpy()
+    threshold = choose_threshold(val_scores, val_labels.numpy(), config.target_recall)
     state = {k: v.detach().cpu() for k, v in best_state.items()}
     return TrainResult(
         bundle=ModelBundle(dataset.keyword, dataset.clip_s, config.features, config.model, state, threshold),

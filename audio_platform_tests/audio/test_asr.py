@@ -176,6 +176,14 @@ def test_packing_fills_windows_in_order_with_gaps() -> None:
         assert window.duration_s + 0.5 + following.pieces[0].duration_s > 30.0
 
 
+def test_windows_hold_one_file_unless_packing_across_files() -> None:
+    spans = [(0, 0, 0.0, 1.0), (0, 1, 2.0, 3.0), (1, 0, 0.0, 1.0), (2, 0, 0.0, 1.0), (2, 1, 5.0, 6.0)]
+    shared = pack_pieces(spans, window_s=30.0, gap_s=0.5)
+    private = pack_pieces(spans, window_s=30.0, gap_s=0.5, across_items=False)
+    assert len(shared) == 1
+    assert [[(p.item, p.segment) for p in w.pieces] for w in private] == [[(0, 0), (0, 1)], [(1, 0)], [(2, 0), (2, 1)]]
+
+
 def test_offset_map_round_trips_and_assigns_gap_words_to_the_nearer_piece() -> None:
     (window,) = pack_pieces([(0, 0, 3.0, 5.0), (0, 1, 10.0, 11.5), (1, 0, 0.0, 2.0)], window_s=30.0, gap_s=0.5)
     # Layout: [0, 2] <gap> [2.5, 4.0] <gap> [4.5, 6.5]

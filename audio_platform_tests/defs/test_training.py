@@ -33,14 +33,16 @@ def _processed(tmp_path, speakers: int, clips_per_speaker: int, other_words: int
 
 
 def _train(settings, defs, instance, **training_config):
-    """The run, its floors check, and keyword_champion's metadata (None when the check blocked it)."""
+    """The run, its floors check (None when no model was trained), and keyword_champion's metadata
+    (None when the check blocked it)."""
     job = defs.resolve_job_def("train_keyword")
     where = {"tracking_uri": settings.mlflow_tracking_uri, "artifact_root": str(settings.mlflow_artifact_root)}
     run_config = {"resources": {"training": {"config": where | training_config}}}
     result = job.execute_in_process(
         partition_key="stop", instance=instance, run_config=run_config, raise_on_error=False
     )
-    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "candidate_meets_floors"]
+    floors = [e for e in result.get_asset_check_evaluations() if e.check_name == "candidate_meets_floors"]
+    evaluation = floors[0] if floors else None
     champion = result.asset_materializations_for_node("keyword_champion")
     return result, evaluation, {k: v.value for k, v in champion[0].metadata.items()} if champion else None
 
@@ -124,3 +126,12 @@ def test_one_speaker_is_an_outcome_not_a_failed_run(tmp_path):
     assert not check.passed and check.severity == AssetCheckSeverity.WARN
     assert "1 speaker(s) say the keyword" in check.description
     assert mlflow_client(settings.mlflow_tracking_uri).search_registered_models() == []
+
+
+def test_a_bad_setting_fails_with_its_reason_in_the_run(tmp_path):
+    settings, defs, instance = _processed(tmp_path, speakers=6, clips_per_speaker=1, other_words=12)
+    result, _, _ = _train(settings, defs, instance, **QUICK | {"batch_size": 0})
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert failure.step_key == "keyword_model"
+    assert "batch_size must be an integer >= 1" in failure.step_failure_data.user_failure_data.description

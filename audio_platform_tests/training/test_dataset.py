@@ -90,12 +90,16 @@ def tables(tmp_path: Path) -> dict[str, pl.DataFrame]:
 
 
 def test_normalize_word_handles_whisper_spellings() -> None:
-    assert [normalize_word(w) for w in (" Six,", "6", "SIXTY", "60", "1964", "don't")] == [
+    spellings = (" Six,", "6", "6,", "6.", "SIXTY", "60", "1964", "66", "don't")
+    assert [normalize_word(w) for w in spellings] == [
+        "six",
+        "six",
         "six",
         "six",
         "sixty",
         "sixty",
         "1964",
+        "66",
         "don't",
     ]
 

@@ -49,3 +49,13 @@ def test_confusion_counts_the_test_clips(tone_dataset: KeywordDataset) -> None:
     expected = (predicted & truth, predicted & ~truth, ~predicted & truth, ~predicted & ~truth)
     assert metrics.confusion() == tuple(int(cell.sum()) for cell in expected)
     assert sum(metrics.confusion()) == metrics.positives + metrics.negatives
+
+
+def test_threshold_for_a_target_recall_is_the_highest_that_keeps_it() -> None:
+    scores = np.array([0.95, 0.9, 0.8, 0.6, 0.5, 0.4, 0.3])
+    labels = np.array([1, 0, 1, 1, 0, 1, 0])
+    assert choose_threshold(scores, labels, target_recall=0.5) == pytest.approx(0.7)  # 2 of 4 positives
+    assert choose_threshold(scores, labels, target_recall=0.75) == pytest.approx(0.55)
+    assert choose_threshold(scores, labels, target_recall=1.0) == pytest.approx(0.35)
+    # Ties are never split: both 0.5 scores fall on the same side.
+    assert choose_threshold(np.array([0.9, 0.5, 0.5]), np.array([1, 1, 0]), target_recall=1.0) == pytest.approx(0.4995)
