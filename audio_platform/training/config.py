@@ -42,7 +42,7 @@ class DatasetConfig:
     min_context_s: float = 0.05
     # Keyword selection policy: the word's ASR probability (also required of negative words, so
     # a misheard keyword never becomes a negative) and the segment's acoustic quality.
-    min_word_probability: float = 0.5
+    min_word_probability: float = 0.3
     min_snr_db: float = 0.0
     max_clipping_ratio: float = 0.01
     # Shares of the speakers: validation needs only enough for early stopping and the threshold;

@@ -10,11 +10,13 @@ dataset's durable form. It is stored as Parquet and turned back into waveforms w
   too short for ASR training but is the best keyword source there is.
 * ``synthetic``: the keyword spoken by a TTS callable (train split only).
 * ``negative_word``: another word the ASR is sure of, centred, never overlapping a keyword
-  occurrence (taken or not) or a number that may hide it.
+  occurrence (taken or not), a number that may hide it, a word the ASR is unsure of, or speech
+  it wrote no word for.
 * ``non_speech``: windows of audio away from every VAD speech segment (whole speech-free files
   included).
 * ``noise``: generated white/pink/brown noise, reproducible from the clip id.
-* ``stream``: a whole test-split file without the keyword, for false accepts per hour.
+* ``stream``: a whole test-split file clear of all of the above (keyword-free as far as the ASR
+  can tell), for false accepts per hour.
 
 Every word considered, taken or not, is a row of the candidates table with the reason.
 
@@ -313,12 +315,12 @@ def _negative_word_candidates(
     candidates = _flagged(candidates, near, "near_keyword").with_columns(
         reason=pl.when(pl.col("norm").str.contains(r"\d"))
         .then(pl.lit("a number that may hide the keyword"))
-        .when(pl.col("near_keyword"))
-        .then(pl.lit("its clip overlaps a keyword occurrence or an unresolved number"))
         .when(pl.col("probability") < config.min_word_probability)
         .then(
             pl.format("word probability {} < {}", pl.col("probability").round(2), pl.lit(config.min_word_probability))
         )
+        .when(pl.col("near_keyword"))
+        .then(pl.lit("its clip overlaps the keyword, an unsure word or untranscribed speech"))
         .otherwise(None)
     )
     # Words that contain a keyword token ('sixty', 'sixteen') are the hard negatives: keep them first.
@@ -371,10 +373,15 @@ def select_keyword_clips(
     occurrences = _keyword_occurrences(all_words, tokens).with_columns(
         reason=_policy_reason(config), word=pl.lit(config.keyword)
     )
-    # Digits that are not one number word ('1964') may hide the keyword: keep clear of them too.
-    unsure = all_words.filter(pl.col("norm").str.contains(r"\d"))
+    # Audio that may hold the keyword unheard is kept clear of too: digits that are not one number
+    # word ('1964'), words the ASR is unsure of (an isolated "stop" is often heard as "So." or
+    # "stuff." at low probability), and speech the ASR wrote no word for.
+    unsure = all_words.filter(
+        pl.col("norm").str.contains(r"\d") | (pl.col("probability") < config.min_word_probability)
+    )
+    silent_speech = segments.join(words.select("segment_id").unique(), on="segment_id", how="anti")
     forbidden = pl.concat(
-        [occurrences.select("file_id", "start_s", "end_s"), unsure.select("file_id", "start_s", "end_s")]
+        [frame.select("file_id", "start_s", "end_s") for frame in (occurrences, unsure, silent_speech)]
     )
 
     # Splits per speaker, stratified by who says the keyword in a taken clip.

@@ -221,6 +221,39 @@ def test_streams_are_keyword_free_test_files() -> None:
     assert streams["end_s"][0] == 3.0
 
 
+def test_audio_the_asr_is_unsure_of_is_neither_negative_nor_stream() -> None:
+    tables = _many_files()
+    extra = (
+        tables["audio_files"]
+        .head(3)
+        .with_columns(file_id=pl.Series(["sure", "unsure", "unheard"]), speaker=pl.lit("x"))
+    )
+    tables["audio_files"] = pl.concat([tables["audio_files"], extra])
+    segment = {"start_s": 0.2, "end_s": 2.0, "snr_db": 20.0, "clipping_ratio": 0.0}
+    tables["segments"] = pl.concat(
+        [
+            tables["segments"],
+            pl.DataFrame([{"segment_id": f, "file_id": f, **segment} for f in ("sure", "unsure", "unheard")]),
+        ]
+    )
+    heard = [
+        ("sure", 0, "apple", 0.3, 0.7, 0.9),
+        ("unsure", 0, "So.", 1.0, 1.3, 0.1),
+        ("unsure", 1, "apple", 1.6, 1.9, 0.9),
+    ]
+    tables["words"] = pl.concat(
+        [tables["words"], pl.DataFrame(heard, schema=tables["words"].columns, orient="row")], how="vertical_relaxed"
+    )
+    selection = _selection(tables, split_salt="any", test_fraction=0.99, val_fraction=0.005)
+    streams = selection.manifest.filter(pl.col("kind") == "stream")["file_id"].to_list()
+    assert "sure" in streams and "unsure" not in streams and "unheard" not in streams
+    decided = selection.candidates.filter(pl.col("file_id") == "unsure").sort("start_s")
+    assert decided["reason"].to_list() == [
+        "word probability 0.1 < 0.3",
+        "its clip overlaps the keyword, an unsure word or untranscribed speech",
+    ]
+
+
 def test_lineage_counts(tables: dict[str, pl.DataFrame]) -> None:
     manifest = _manifest(tables, tts_variants=(("en-us", 160, 50),))
     lineage = dataset_lineage(manifest)
@@ -267,9 +300,9 @@ def test_every_candidate_word_has_a_decision(tables: dict[str, pl.DataFrame]) ->
     assert candidates.schema == pl.Schema(CANDIDATES_SCHEMA)
     decided = {(row["kind"], row["word"], row["file_id"]): row["reason"] for row in candidates.iter_rows(named=True)}
     assert decided[("positive", "six", "f1")] is None and decided[("positive", "six", "f2")] is None
-    assert decided[("positive", "six", "f3")] == "word probability 0.2 < 0.5"  # s3x, heard unsure
+    assert decided[("positive", "six", "f3")] == "word probability 0.2 < 0.3"  # s3x, heard unsure
     assert decided[("negative_word", "1964", "f2")] == "a number that may hide the keyword"
-    assert decided[("negative_word", "sixty", "f1")].startswith("its clip overlaps a keyword occurrence")
+    assert decided[("negative_word", "sixty", "f1")].startswith("its clip overlaps the keyword")
     assert decided[("negative_word", "world", "f1")] is None
     # Taken candidates are exactly the manifest's positives and negative words.
     taken = candidates.filter(pl.col("taken")).select("clip_id").sort("clip_id")
