@@ -29,7 +29,8 @@ from audio_platform.audio.inventory import (
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import PlatformStorage
-from audio_platform.storage.tables import AUDIO_FILES, SHARD_FILES
+from audio_platform.storage.metadata import drop_metadata
+from audio_platform.storage.tables import AUDIO_FILES, FILE_METADATA, SHARD_FILES
 
 # Transient I/O (network filesystems, object-store mounts) is retried; bad content is not an
 # error at all (it is quarantined), so retries never mask a broken file.
@@ -42,7 +43,8 @@ IO_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitt
     group_name="ingest",
     kinds={"python", "parquet"},
     description="Inventory of every input file of the shard: content hash, format found by decoding, "
-    "status ok / quarantined (with reason) / duplicate / removed. Table: audio_files.",
+    "status ok / quarantined (with reason) / duplicate / removed. Table: audio_files; the drop's "
+    "metadata.csv / metadata.jsonl rows (reference text, speaker, language): file_metadata.",
 )
 def raw_audio_files(
     context: AssetExecutionContext, storage: PlatformStorage, metering: MeteringResource
@@ -87,6 +89,14 @@ def raw_audio_files(
         pl.lit(shard).alias("shard"), pl.lit(drop_id).alias("drop_id")
     )
     lake.write_table(AUDIO_FILES, shard, frame)
+    present = files.filter(pl.col("removed_at").is_null())
+    metadata, problems = drop_metadata(
+        Path(present["drop_root"][0]) if present.height else Path("."), present["rel_path"]
+    )
+    for problem in problems:
+        context.log.warning(f"drop metadata: {problem}")
+    metadata = metadata.join(frame.select("rel_path", "file_id", "source_path"), on="rel_path", how="left")
+    lake.write_table(FILE_METADATA, shard, metadata.with_columns(shard=pl.lit(shard), drop_id=pl.lit(drop_id)))
     statuses = Counter(frame["status"].to_list())
     reasons = Counter(r for r in frame.filter(pl.col("status") == "quarantined")["reason"].to_list())
     categories = Counter(quarantine_category(reason) for reason in reasons.elements())
@@ -98,6 +108,8 @@ def raw_audio_files(
                 "quarantined": statuses.get("quarantined", 0),
                 "duplicate": statuses.get("duplicate", 0),
                 "removed": statuses.get("removed", 0),
+                "metadata_rows": metadata.filter(pl.col("fields").is_not_null()).height,
+                "metadata_problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
                 "quarantine_reasons": MetadataValue.md(
                     "\n".join(f"- {count} × {reason}" for reason, count in reasons.most_common()) or "none"
                 ),

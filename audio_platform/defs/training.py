@@ -33,7 +33,14 @@ from audio_platform.defs.resources import PlatformStorage
 from audio_platform.defs.transcription import WORDS_KEY
 from audio_platform.defs.vad import vad_segments
 from audio_platform.observability.plots import figure_png, markdown_image
-from audio_platform.storage.tables import AUDIO_FILES, KEYWORD_CANDIDATES, KEYWORD_CLIPS, SEGMENTS, WORDS
+from audio_platform.storage.tables import (
+    AUDIO_FILES,
+    FILE_METADATA,
+    KEYWORD_CANDIDATES,
+    KEYWORD_CLIPS,
+    SEGMENTS,
+    WORDS,
+)
 from audio_platform.training.config import DatasetConfig, PromotionFloors, TrainingConfig
 from audio_platform.training.dataset import dataset_lineage, dataset_shortfall, select_keyword_clips
 
@@ -72,8 +79,9 @@ class TrainingResource(ConfigurableResource):
     )
     speaker_pattern: str = Field(
         default=DATASET_DEFAULTS["speaker_pattern"],
-        description="Regular expression with a named group (?P<speaker>...) matched on each file name; "
-        "files with the same speaker share a split. Empty: every file is its own speaker.",
+        description="Regular expression with a named group (?P<speaker>...) matched on each file name, for "
+        "files the drop metadata gives no speaker; files with the same speaker share a split. Empty: every "
+        "such file is its own speaker.",
     )
     min_speakers: int = Field(
         default=DATASET_DEFAULTS["min_speakers"],
@@ -182,8 +190,13 @@ def build_training_assets(
                 raise Failure(f"no {table.name} rows yet: process at least one drop before training")
             tables[table.name] = frame
         earlier = lake.read_many(KEYWORD_CLIPS.name, [keyword])
+        audio_files = tables["audio_files"]
+        metadata = lake.read_many(FILE_METADATA.name)
+        if metadata is not None:  # the drop's own speaker column outranks any file-name pattern
+            speakers = metadata.select("source_path", "speaker").drop_nulls().unique("source_path", keep="first")
+            audio_files = audio_files.join(speakers, on="source_path", how="left")
         selection = select_keyword_clips(
-            tables["words"], tables["segments"], tables["audio_files"], training.dataset_config(keyword), earlier
+            tables["words"], tables["segments"], audio_files, training.dataset_config(keyword), earlier
         )
         lake.write_table(KEYWORD_CLIPS, keyword, selection.manifest)
         lake.write_table(KEYWORD_CANDIDATES, keyword, selection.candidates)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
+from audio_platform.storage.metadata import METADATA_FILES
 from audio_platform.storage.tables import SHARD_FILES
 
 # Marker files a producer writes to say "this drop is complete"; they are not inputs.
@@ -112,7 +113,8 @@ def iter_drop_files(folder: Path) -> Iterator[str]:
     """Relative paths of every candidate input under ``folder``.
 
     Hidden folders and platform homes are skipped (they are never inputs); hidden *files* are
-    listed, so the inventory accounts for them with a reason. Ready markers are not inputs.
+    listed, so the inventory accounts for them with a reason. Ready markers and audiofolder
+    metadata files (``storage.metadata``) are not inputs.
     Symlinks are listed (never followed into directories) so that the inventory can reject them
     with a reason instead of silently skipping them; that includes a symlink to a directory,
     which os.walk would otherwise leave out without a trace.
@@ -128,7 +130,7 @@ def iter_drop_files(folder: Path) -> Iterator[str]:
         ]
         linked_dirs = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
         for name in [*filenames, *linked_dirs]:
-            if name in READY_MARKERS or name == HOME_MARKER:
+            if name in READY_MARKERS or name == HOME_MARKER or name in METADATA_FILES:
                 continue
             yield os.path.relpath(os.path.join(dirpath, name), root)
     for path in unreadable:

@@ -67,6 +67,23 @@ AUDIO_FILES = Table(
         "duplicate_of": STR,
     },
 )
+FILE_METADATA = Table(
+    "file_metadata",
+    "one input file's row of the drop's metadata.csv / metadata.jsonl (audiofolder convention)",
+    {
+        "file_id": STR,
+        "shard": STR,
+        "drop_id": STR,
+        "source_path": STR,
+        "rel_path": STR,
+        "metadata_file": STR,
+        "reference_text": STR,
+        "speaker": STR,
+        "language": STR,
+        "fields": STR,
+        "reason": STR,
+    },
+)
 SEGMENTS = Table(
     "segments",
     "one speech span",
@@ -250,6 +267,7 @@ LAKE_TABLES: tuple[Table, ...] = (
     DROPS,
     SHARD_FILES,
     AUDIO_FILES,
+    FILE_METADATA,
     SEGMENTS,
     TRANSCRIPTS,
     WORDS,
@@ -356,8 +374,16 @@ COLUMN_DOCS: dict[str, str] = {
     "lake": "the lake its views read: a folder or an s3:// prefix",
     "built_at": "when the file was built (UTC, ISO 8601)",
     "keyword_clips.word": "the normalized word centred in the clip; null when the clip is not a word",
-    "speaker": "the recording's speaker: the name the speaker pattern finds in the file name (e.g. "
-    "`<speaker>_nohash_<n>.wav`), else the `file_id`",
+    "speaker": "the recording's speaker: the drop metadata's speaker, else the name the speaker pattern "
+    "finds in the file name (e.g. `<speaker>_nohash_<n>.wav`), else the `file_id`",
+    "file_metadata.speaker": "the row's `speaker_id` (or `speaker`, `client_id`) column",
+    "file_metadata.language": "the row's `language` (or `locale`, `lang`) column",
+    "file_metadata.reason": "why the file has no usable row (no row, unreadable metadata file), or a note "
+    "(undecodable bytes replaced); null when the row was read cleanly",
+    "metadata_file": "the metadata file the row comes from, relative to the drop folder",
+    "reference_text": "the row's `transcription` (or `text`, `sentence`, `transcript`) column: the reference "
+    "transcript",
+    "fields": "every column of the row but `file_name`, as a JSON object of strings",
     "split_scheme": "salt, fractions and speaker minimum that decided the splits; a rebuild under the same "
     "scheme keeps every earlier speaker in its split",
     "keyword_candidates.clip_id": "the clip the word would give (`<file_id>@<kind>@<clip start in ms>`)",

@@ -21,9 +21,16 @@ STRICT = {"min_f1": 0.999, "max_false_accepts_per_hour": 0.0}
 LENIENT = {"min_f1": 0.0, "max_false_accepts_per_hour": 1e9}
 
 
-def _processed(tmp_path, speakers: int, clips_per_speaker: int, other_words: int):
+def _processed(tmp_path, speakers: int, clips_per_speaker: int, other_words: int, metadata: bool = False):
     drop = tmp_path / "kws_drop"
     kws_drop(drop, "stop", speakers, clips_per_speaker, other_words)
+    if metadata:  # audiofolder metadata naming each clip's word and speaker
+        rows = [
+            (path.relative_to(drop).as_posix(), path.parent.name, f"spk-{path.stem.rsplit('_', 1)[0]}")
+            for path in sorted(drop.rglob("*.flac"))
+        ]
+        text = "file_name,transcription,speaker_id\n" + "".join(f"{r},{w},{s}\n" for r, w, s in rows)
+        (drop / "metadata.csv").write_text(text, encoding="utf-8")
     settings = Settings(home=tmp_path / "home", shard_size=64, asr_cpu_threads=2, keywords="stop")
     defs = build_definitions(settings)
     instance = prepare_instance(settings)
@@ -49,7 +56,7 @@ def _train(settings, defs, instance, **training_config):
 
 def test_keyword_model_is_registered_and_promoted_only_through_the_gate(tmp_path):
     # One-word clips, 0.5-1 s long: too short for the ASR curated set, first-class keyword sources.
-    settings, defs, instance = _processed(tmp_path, speakers=8, clips_per_speaker=2, other_words=30)
+    settings, defs, instance = _processed(tmp_path, speakers=8, clips_per_speaker=2, other_words=30, metadata=True)
     tracking = settings.mlflow_tracking_uri
     client = mlflow_client(tracking)
 
@@ -107,6 +114,14 @@ def test_keyword_model_is_registered_and_promoted_only_through_the_gate(tmp_path
         "SELECT speaker FROM keyword_clips WHERE speaker IS NOT NULL GROUP BY speaker HAVING count(DISTINCT split) > 1",
     )
     assert mixed.height == 0
+    # The drop's metadata.csv is no input: its rows are in file_metadata, and its speakers are the splits'.
+    metadata = query(settings.warehouse_path, "SELECT rel_path, reference_text, speaker, reason FROM file_metadata")
+    assert metadata.height == 46 and metadata["reason"].null_count() == 46
+    assert query(settings.warehouse_path, "SELECT count(*) AS n FROM audio_files")["n"][0] == 46
+    clip_speakers = query(
+        settings.warehouse_path, "SELECT DISTINCT speaker FROM keyword_clips WHERE file_id IS NOT NULL"
+    )
+    assert all(s.startswith("spk-") for s in clip_speakers["speaker"])
 
 
 def test_one_speaker_is_an_outcome_not_a_failed_run(tmp_path):

@@ -1,0 +1,71 @@
+"""Drop metadata in the audiofolder convention: CSV and JSONL, nearest file wins, and a reason
+for every file without a usable row and every row without a file."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from audio_platform.storage.drops import iter_drop_files
+from audio_platform.storage.metadata import drop_metadata
+
+
+def _touch(root: Path, *rel_paths: str) -> None:
+    for rel in rel_paths:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"RIFF")
+
+
+def test_csv_rows_become_typed_columns_and_json(tmp_path: Path) -> None:
+    _touch(tmp_path, "a.wav", "b.wav", "c.wav")
+    (tmp_path / "metadata.csv").write_text(
+        'file_name,transcription,speaker_id,snr\na.wav,"Hello, ""world""",s1,12\nb.wav,Second line,s2,\n',
+        encoding="utf-8",
+    )
+    frame, problems = drop_metadata(tmp_path, ["a.wav", "b.wav", "c.wav"])
+    rows = {r["rel_path"]: r for r in frame.iter_rows(named=True)}
+    assert rows["a.wav"]["reference_text"] == 'Hello, "world"' and rows["a.wav"]["speaker"] == "s1"
+    assert json.loads(rows["a.wav"]["fields"]) == {"transcription": 'Hello, "world"', "speaker_id": "s1", "snr": "12"}
+    assert rows["a.wav"]["reason"] is None and rows["a.wav"]["metadata_file"] == "metadata.csv"
+    assert rows["c.wav"]["reason"] == "no row in metadata.csv" and rows["c.wav"]["fields"] is None
+    assert problems == []
+
+
+def test_jsonl_in_a_subfolder_applies_to_its_files_only_and_names_missing_files(tmp_path: Path) -> None:
+    _touch(tmp_path, "train/x.flac", "train/deep/y.flac", "other/z.flac")
+    lines = [
+        {"file_name": "x.flac", "text": "eins", "language": "de", "extra": {"n": 1}},
+        {"file_name": "deep/y.flac", "sentence": "zwei", "speaker": "p9"},
+        {"file_name": "gone.flac", "text": "missing"},
+    ]
+    (tmp_path / "train" / "metadata.jsonl").write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+    frame, problems = drop_metadata(tmp_path, ["train/x.flac", "train/deep/y.flac", "other/z.flac"])
+    rows = {r["rel_path"]: r for r in frame.iter_rows(named=True)}
+    assert set(rows) == {"train/x.flac", "train/deep/y.flac"}  # no metadata file applies to other/
+    assert (rows["train/x.flac"]["reference_text"], rows["train/x.flac"]["language"]) == ("eins", "de")
+    assert json.loads(rows["train/x.flac"]["fields"])["extra"] == '{"n": 1}'
+    assert (rows["train/deep/y.flac"]["reference_text"], rows["train/deep/y.flac"]["speaker"]) == ("zwei", "p9")
+    assert problems == ["train/metadata.jsonl: 1 row(s) name no audio file of the drop, e.g. train/gone.flac"]
+
+
+def test_unreadable_metadata_is_a_reason_not_a_crash(tmp_path: Path) -> None:
+    _touch(tmp_path, "a.wav", "b.wav")
+    (tmp_path / "metadata.csv").write_bytes(b"name,text\na.wav,hi\n")
+    frame, problems = drop_metadata(tmp_path, ["a.wav"])
+    assert problems == ["metadata.csv: metadata.csv has no file_name column (columns: name, text)"]
+    assert frame["reason"].to_list() == [
+        "metadata.csv could not be used: metadata.csv has no file_name column (columns: name, text)"
+    ]
+    (tmp_path / "metadata.csv").write_bytes(b"file_name,text\na.wav,caf\xe9\n")  # Latin-1, not UTF-8
+    frame, problems = drop_metadata(tmp_path, ["a.wav", "b.wav"])
+    row = frame.filter(pl.col("rel_path") == "a.wav").row(0, named=True)
+    assert row["reference_text"] == "caf\ufffd" and row["reason"] == "not UTF-8: undecodable bytes replaced"
+    (tmp_path / "metadata.csv").unlink()
+    assert drop_metadata(tmp_path, ["a.wav"])[0].is_empty()
+
+
+def test_metadata_files_are_no_audio_inputs(tmp_path: Path) -> None:
+    _touch(tmp_path, "a.wav", "sub/b.wav")
+    (tmp_path / "metadata.csv").write_text("file_name\na.wav\n", encoding="utf-8")
+    (tmp_path / "sub" / "metadata.jsonl").write_text('{"file_name": "b.wav"}\n', encoding="utf-8")
+    assert sorted(iter_drop_files(tmp_path)) == ["a.wav", "sub/b.wav"]
