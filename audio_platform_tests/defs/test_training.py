@@ -125,7 +125,8 @@ def test_keyword_model_is_registered_and_promoted_only_through_the_gate(tmp_path
 
 
 def test_one_speaker_is_an_outcome_not_a_failed_run(tmp_path):
-    settings, defs, instance = _processed(tmp_path, speakers=1, clips_per_speaker=3, other_words=12)
+    # Speakers from the drop's metadata: a folder holding one speaker's clips has no speaker by name.
+    settings, defs, instance = _processed(tmp_path, speakers=1, clips_per_speaker=3, other_words=12, metadata=True)
     job = defs.resolve_job_def("train_keyword")
     where = {"tracking_uri": settings.mlflow_tracking_uri, "artifact_root": str(settings.mlflow_artifact_root)}
     run_config = {"resources": {"training": {"config": where | QUICK}}}
