@@ -145,7 +145,7 @@ def test_one_speaker_is_an_outcome_not_a_failed_run(tmp_path):
 
 
 def test_a_bad_setting_fails_with_its_reason_in_the_run(tmp_path):
-    settings, defs, instance = _processed(tmp_path, speakers=6, clips_per_speaker=1, other_words=12)
+    settings, defs, instance = _processed(tmp_path, speakers=8, clips_per_speaker=2, other_words=12, metadata=True)
     result, _, _ = _train(settings, defs, instance, **QUICK | {"batch_size": 0})
     assert not result.success
     (failure,) = result.get_step_failure_events()
