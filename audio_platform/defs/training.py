@@ -192,9 +192,9 @@ def build_training_assets(
         earlier = lake.read_many(KEYWORD_CLIPS.name, [keyword])
         audio_files = tables["audio_files"]
         metadata = lake.read_many(FILE_METADATA.name)
-        if metadata is not None:  # the drop's own speaker column outranks any file-name pattern
-            speakers = metadata.select("source_path", "speaker").drop_nulls().unique("source_path", keep="first")
-            audio_files = audio_files.join(speakers, on="source_path", how="left")
+        if metadata is not None:  # the drop's own speakers and transcripts outrank names and the ASR
+            labels = metadata.select("source_path", "speaker", "reference_text").unique("source_path", keep="first")
+            audio_files = audio_files.join(labels, on="source_path", how="left")
         selection = select_keyword_clips(
             tables["words"], tables["segments"], audio_files, training.dataset_config(keyword), earlier
         )

@@ -233,6 +233,7 @@ KEYWORD_CANDIDATES = Table(
         "probability": F64,
         "snr_db": F64,
         "clipping_ratio": F64,
+        "evidence": STR,
         "taken": pl.Boolean(),
         "reason": STR,
     },
@@ -395,5 +396,7 @@ COLUMN_DOCS: dict[str, str] = {
     "keyword_candidates.snr_db": "SNR of the segment holding the word",
     "keyword_candidates.clipping_ratio": "clipping ratio of the segment holding the word",
     "taken": "whether the word became a clip of `keyword_clips`",
+    "evidence": "`asr` (a word of the transcript) or `reference` (the drop metadata's transcript is the keyword "
+    "alone; the clip is centred on the file's speech)",
     "keyword_candidates.reason": "the first keyword-selection rule the word failed; null when taken",
 }

@@ -54,6 +54,10 @@ class DatasetConfig:
     # A recording's speaker: this audio_files column where it exists and is set, else the named
     # group `speaker` of this pattern matched on the file name ("" disables it), else the file.
     speaker_column: str = "speaker"
+    # audio_files column with the drop's reference transcript (file_metadata): where it is the
+    # keyword alone, the file is a positive even if the ASR missed the word; where it lacks the
+    # keyword, the file is keyword-free whatever the ASR heard.
+    reference_column: str = "reference_text"
     speaker_pattern: str = DEFAULT_SPEAKER_PATTERN
     # With at least this many speakers of the keyword, validation and test each receive some.
     min_speakers: int = 6

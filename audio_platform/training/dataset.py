@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -333,6 +333,68 @@ def _negative_word_candidates(
     )
 
 
+def _reference_verdicts(
+    audio_files: pl.DataFrame, files: pl.DataFrame, tokens: list[str], config: DatasetConfig
+) -> pl.DataFrame:
+    """file_id -> what its reference transcript (``config.reference_column``) says of the keyword:
+    ``keyword_only`` (the whole utterance is the keyword), ``contains`` or ``free``."""
+    if config.reference_column not in audio_files.columns:
+        return pl.DataFrame(schema={"file_id": pl.String, "verdict": pl.String})
+    references = audio_files.select("file_id", text=pl.col(config.reference_column).cast(pl.String)).drop_nulls()
+    references = references.join(files.select("file_id"), on="file_id").unique("file_id", keep="first")
+
+    def verdict(text: str) -> str:
+        said = [w for w in (normalize_word(t) for t in re.split(r"[\s\-]+", text)) if w]
+        if said == tokens:
+            return "keyword_only"
+        spans = (said[i : i + len(tokens)] for i in range(len(said) - len(tokens) + 1))
+        return "contains" if tokens in spans else "free"
+
+    return references.select("file_id", verdict=pl.col("text").map_elements(verdict, return_dtype=pl.String))
+
+
+def _reference_positives(
+    verdicts: pl.DataFrame,
+    occurrences: pl.DataFrame,
+    segments: pl.DataFrame,
+    files: pl.DataFrame,
+    config: DatasetConfig,
+) -> pl.DataFrame:
+    """A positive for each file whose reference is the keyword alone but where the ASR found no
+    usable occurrence: the clip is centred on the file's speech (its VAD span; the whole file
+    without one). The fit rule applies only to speech longer than a clip."""
+    found = occurrences.filter(pl.col("reason").is_null()).select("file_id").unique()
+    missing = verdicts.filter(pl.col("verdict") == "keyword_only").join(found, on="file_id", how="anti")
+    speech = segments.group_by("file_id").agg(
+        pl.col("start_s").min(), pl.col("end_s").max(), pl.col("snr_db").min(), pl.col("clipping_ratio").max()
+    )
+    spans = (
+        missing.join(files.select("file_id", "duration_s"), on="file_id")
+        .join(speech, on="file_id", how="left")
+        .with_columns(
+            start_s=pl.col("start_s").fill_null(0.0),
+            end_s=pl.col("end_s").fill_null(pl.col("duration_s")),
+            probability=pl.lit(None, pl.Float64),
+        )
+    )
+    short = pl.col("end_s") - pl.col("start_s") <= config.clip_s
+    return spans.select(
+        "file_id",
+        "start_s",
+        "end_s",
+        "snr_db",
+        "clipping_ratio",
+        "duration_s",
+        "probability",
+        segment_id=pl.lit(None, pl.String),
+        word=pl.lit(config.keyword),
+        evidence=pl.lit("reference"),
+        reason=pl.when(short)
+        .then(_policy_reason(replace(config, min_word_probability=0.0, min_context_s=0.0)))
+        .otherwise(_policy_reason(replace(config, min_word_probability=0.0))),
+    )
+
+
 def select_keyword_clips(
     words: pl.DataFrame,
     segments: pl.DataFrame,
@@ -370,18 +432,39 @@ def select_keyword_clips(
         .with_columns(norm=_normalized("word"))
     )
 
-    occurrences = _keyword_occurrences(all_words, tokens).with_columns(
-        reason=_policy_reason(config), word=pl.lit(config.keyword)
+    verdicts = _reference_verdicts(audio_files, files, tokens, config)
+    occurrences = (
+        _keyword_occurrences(all_words, tokens)
+        .join(verdicts, on="file_id", how="left")
+        .with_columns(
+            reason=pl.when(pl.col("verdict") == "free")
+            .then(pl.lit(f"the reference transcript has no {config.keyword!r}"))
+            # The reference vouches for the word the ASR was unsure of.
+            .when(pl.col("verdict") == "keyword_only")
+            .then(_policy_reason(replace(config, min_word_probability=0.0)))
+            .otherwise(_policy_reason(config)),
+            word=pl.lit(config.keyword),
+            evidence=pl.lit("asr"),
+        )
+    )
+    occurrences = pl.concat(
+        [occurrences.drop("verdict"), _reference_positives(verdicts, occurrences, segments, files, config)],
+        how="diagonal_relaxed",
     )
     # Audio that may hold the keyword unheard is kept clear of too: digits that are not one number
     # word ('1964'), words the ASR is unsure of (an isolated "stop" is often heard as "So." or
-    # "stuff." at low probability), and speech the ASR wrote no word for.
+    # "stuff." at low probability), and speech the ASR wrote no word for. A reference transcript
+    # settles it: a file whose reference lacks the keyword is clear, one that has it is not.
     unsure = all_words.filter(
         pl.col("norm").str.contains(r"\d") | (pl.col("probability") < config.min_word_probability)
     )
     silent_speech = segments.join(words.select("segment_id").unique(), on="segment_id", how="anti")
+    keyword_files = files.join(verdicts.filter(pl.col("verdict") != "free"), on="file_id").select(
+        "file_id", start_s=pl.lit(0.0), end_s="duration_s"
+    )
+    heard = pl.concat([frame.select("file_id", "start_s", "end_s") for frame in (occurrences, unsure, silent_speech)])
     forbidden = pl.concat(
-        [frame.select("file_id", "start_s", "end_s") for frame in (occurrences, unsure, silent_speech)]
+        [heard.join(verdicts.filter(pl.col("verdict") == "free"), on="file_id", how="anti"), keyword_files]
     )
 
     # Splits per speaker, stratified by who says the keyword in a taken clip.
@@ -415,6 +498,7 @@ def select_keyword_clips(
                     "clip_start",
                     "reason",
                     kind=pl.lit(kind),
+                    evidence=pl.col("evidence") if "evidence" in frame.columns else pl.lit("asr"),
                 )
                 for kind, frame in (("positive", positive_candidates), ("negative_word", word_candidates))
             ]

@@ -463,3 +463,29 @@ def test_one_speaker_is_a_shortfall_not_a_crash() -> None:
     manifest = _manifest(tables, split_salt="s")
     reason = dataset_shortfall(manifest)
     assert reason is not None and "not enough data for 'six'" in reason and "1 speaker(s)" in reason
+
+
+def test_reference_transcripts_settle_what_the_asr_missed_or_misheard() -> None:
+    names = [f"spk{i:02d}" for i in range(8)]
+    tables = _speaker_files(names, set(names[:6]))
+    # spk00 says "six" but the ASR heard "So." unsure; spk06 says "go" but the ASR heard "six".
+    tables["words"] = tables["words"].with_columns(
+        word=pl.when(pl.col("segment_id") == "f000")
+        .then(pl.lit(" So."))
+        .when(pl.col("segment_id") == "f006")
+        .then(pl.lit(" six"))
+        .otherwise("word"),
+        probability=pl.when(pl.col("segment_id") == "f000").then(0.1).otherwise("probability"),
+    )
+    references = ["six"] * 6 + ["go", "please say six now"]
+    tables["audio_files"] = tables["audio_files"].with_columns(reference_text=pl.Series(references))
+    selection = _selection(tables, split_salt="r")
+    positives = selection.candidates.filter(pl.col("kind") == "positive").sort("file_id")
+    by_file = {r["file_id"]: r for r in positives.iter_rows(named=True)}
+    assert by_file["f000"]["evidence"] == "reference" and by_file["f000"]["taken"]
+    assert by_file["f000"]["start_s"] == 0.1 and by_file["f000"]["end_s"] == 0.9  # the file's speech
+    assert by_file["f006"]["reason"] == "the reference transcript has no 'six'" and not by_file["f006"]["taken"]
+    assert by_file["f001"]["evidence"] == "asr" and by_file["f001"]["taken"]
+    # Without references the ASR alone decides, and f000's unsure word keeps it out of everything.
+    plain = _selection(tables | {"audio_files": tables["audio_files"].drop("reference_text")}, split_salt="r")
+    assert "f000" not in plain.candidates.filter(pl.col("taken"))["file_id"].to_list()
