@@ -54,7 +54,10 @@ SHORT_S = 300
 SAMPLES_16K = 16000
 ASR_ASSETS = "transcripts,words"
 INVENTORY_GROWTH_BOUND = 40 << 20
-ASR_GROWTH_BOUND = 100 << 20
+# ASR peak growth for 20 more minutes of speech: 50 MiB on a quiet machine, 104 MiB once in a CI run
+# (allocator arenas, not held data); a leak proportional to duration would pass 150 MiB long before
+# a two-hour file.
+ASR_GROWTH_BOUND = 150 << 20
 # Absolute ceiling for any one stage's process on the 25-min file. The issue asks for "far below
 # 2 GB" on a two-hour file; the stage peaks do not grow with duration (the bounds above), so the
 # 25-min peak is the two-hour peak. Measured: inventory 358, VAD 428, ASR 874 MiB (ASR = Python,
