@@ -192,13 +192,13 @@ def test_exporter_serves_metrics_from_the_lake(processed: Processed, exporter: s
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-    p, ingest = "audio_platform_", ("stage", "raw_audio_files")
+    p = "audio_platform_"
     assert samples[(f"{p}warehouse_up", ())] == 1
     assert [samples[(f"{p}files", (("status", s),))] for s in ("ok", "quarantined", "duplicate")] == [2, 2, 1]
-    assert samples[(f"{p}failures", (("reason", "not_audio"), ingest))] == 1
-    assert samples[(f"{p}failures", (("reason", "empty"), ingest))] == 1
+    assert samples[(f"{p}quarantined_files", (("category", "not_audio"),))] == 1
+    assert samples[(f"{p}quarantined_files", (("category", "empty"),))] == 1
     curated = query(processed.settings.warehouse_path, "SELECT count(*) AS n FROM curated_segments")["n"][0]
     assert samples[(f"{p}curated_segments", ())] == curated
-    assert samples[(f"{p}stage_duration_seconds_count", (("stage", "transcribe_segments"),))] == 1
-    assert samples[(f"{p}stage_real_time_factor", (("stage", "vad_segments"),))] > 0
+    assert samples[(f"{p}stage_duration_seconds_gcount", (("stage", "transcripts"),))] == 1
+    assert samples[(f"{p}stage_real_time_factor_ratio", (("stage", "vad_segments"),))] > 0
     assert samples[(f"{p}dagster_runs", (("status", "SUCCESS"),))] >= 2

@@ -3,9 +3,12 @@
 Runs are separate, short-lived processes, so nothing here counts events in memory: every value is
 read from the lake through the warehouse's views when Prometheus scrapes, from the tables the
 stages wrote (``audio_files``, ``segments``, ``curated_segments``) and the per-stage facts in
-``stage_runs``. Re-materializing a shard replaces its rows, so totals can go down: they are
-gauges, and the stage-duration histogram describes the current rows (read it with
-``histogram_quantile`` directly, not through ``rate``). docs/observability.md lists every metric.
+``stage_runs``. Re-materializing a shard replaces its rows, so every total can go down: all
+families are gauges (no ``_total``, never ``rate``/``increase`` them; ``delta`` or a comparison),
+and the stage durations are a gauge histogram (``histogram_quantile`` on its buckets directly).
+Names follow the Prometheus conventions: base units last (``_seconds``, ``_usd``, ``_ratio``),
+declared as the OpenMetrics unit. docs/observability.md lists every metric;
+audio_platform_tests/observability/test_metrics.py lints the exposition and the documented alerts.
 """
 
 from __future__ import annotations
@@ -20,17 +23,24 @@ import duckdb
 import numpy as np
 import polars as pl
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from audio_platform.audio.inventory import FILE_STATUSES
+from audio_platform.audio.inventory import FILE_STATUSES, QUARANTINE_CATEGORIES
+from audio_platform.curation.selection import REJECTION_RULES
 from audio_platform.storage.warehouse import query
 
 LOG = logging.getLogger(__name__)
 PREFIX = "audio_platform_"
 # Stage wall time: seconds for scoring a shard up to hours for ASR of a large one.
 STAGE_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
+# ``stage_runs.stage`` is the Dagster op; the ``stage`` label is the asset the UI shows. Ops of one
+# asset share its name; the ASR multi-asset's op writes ``transcripts`` and ``words`` (one row).
+STAGE_ASSETS = {"transcribe_segments": "transcripts"}
+# The stages whose ``failures_by_reason`` are items set aside by design, not failures: the
+# quarantine categories of ingest (files) and the rejection rules of curation (segments).
+QUARANTINING_STAGE, CURATING_STAGE = "raw_audio_files", "curated_segments"
 
 FILES_SQL = "SELECT status, count(*) AS files, coalesce(sum(duration_s), 0) AS audio_s FROM audio_files GROUP BY status"
 TOTALS_SQL = """
@@ -46,12 +56,19 @@ FROM stage_runs
 """
 
 
-def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(PREFIX + name, documentation, value=value)
+def stage_label(stage: str) -> str:
+    """The ``stage`` label of a ``stage_runs.stage`` (an op name): the asset the UI shows."""
+    return STAGE_ASSETS.get(stage, stage)
 
 
-def _labelled(name: str, documentation: str, labels: list[str], values: Mapping[tuple[str, ...], float]) -> Metric:
-    family = GaugeMetricFamily(PREFIX + name, documentation, labels=labels)
+def _gauge(name: str, documentation: str, value: float, unit: str = "") -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, documentation, value=value, unit=unit)
+
+
+def _labelled(
+    name: str, documentation: str, labels: list[str], values: Mapping[tuple[str, ...], float], unit: str = ""
+) -> Metric:
+    family = GaugeMetricFamily(PREFIX + name, documentation, labels=labels, unit=unit)
     for label_values, value in values.items():
         family.add_metric(list(label_values), value)
     return family
@@ -77,7 +94,8 @@ class PlatformCollector(Collector):
         if self._run_counts is not None:
             yield _labelled(
                 "dagster_runs",
-                "Dagster runs in the instance by status",
+                "Dagster runs in the instance by status (gauge: deleting runs lowers it); "
+                'status="FAILURE" counts the failed runs',
                 ["status"],
                 {(status,): float(n) for status, n in self._run_counts().items()},
             )
@@ -87,20 +105,23 @@ class PlatformCollector(Collector):
         for status, count, audio_s in query(self._warehouse_path, FILES_SQL).iter_rows():
             files[status] = (count, audio_s)
         totals = query(self._warehouse_path, TOTALS_SQL).row(0, named=True)
-        runs = query(self._warehouse_path, STAGES_SQL)
+        runs = query(self._warehouse_path, STAGES_SQL).with_columns(
+            pl.col("stage").replace(STAGE_ASSETS).alias("stage")
+        )
 
         yield _labelled(
             "files",
-            "Input files by status (ok, quarantined, duplicate)",
+            "Input files by status (" + ", ".join(FILE_STATUSES) + ")",
             ["status"],
             {(status,): count for status, (count, _) in files.items()},
         )
-        yield _gauge("audio_seconds", "Decoded audio of ok files, seconds", files["ok"][1])
+        yield _gauge("audio_seconds", "Decoded audio of ok files", files["ok"][1], unit="seconds")
         yield _gauge("segments", "Speech segments found by VAD", totals["segments"])
-        yield _gauge("speech_seconds", "Speech in VAD segments, seconds", totals["speech_s"])
+        yield _gauge("speech_seconds", "Speech in VAD segments", totals["speech_s"], unit="seconds")
         yield _gauge("curated_segments", "Segments selected by the curation policy", totals["curated"])
-        yield _gauge("curated_seconds", "Audio in curated segments, seconds", totals["curated_s"])
+        yield _gauge("curated_seconds", "Audio in curated segments", totals["curated_s"], unit="seconds")
         yield from _stage_families(runs)
+        yield from _set_aside_families(runs)
 
 
 def _stage_families(runs: pl.DataFrame) -> Iterator[Metric]:
@@ -114,46 +135,81 @@ def _stage_families(runs: pl.DataFrame) -> Iterator[Metric]:
         pl.col("finished_s").max(),
     )
     rows = per_stage.sort("stage").to_dicts()
+    latest = "summed over the latest run of every partition (gauge: re-materializing replaces a run)"
     sums = {
-        "stage_cpu_seconds": ("CPU seconds used by the stage's latest run of every partition", "cpu_s"),
-        "stage_gpu_seconds": ("GPU seconds (wall time on CUDA) of the stage's latest runs", "gpu_s"),
-        "stage_audio_seconds": ("Audio seconds processed by the stage's latest runs", "audio_s"),
-        "stage_estimated_cost": ("Estimated cost of the stage's latest runs (CPU and GPU hours)", "estimated_cost"),
-        "stage_last_success_timestamp_seconds": ("When the stage last finished a run, Unix seconds", "finished_s"),
+        "stage_cpu_seconds": (f"CPU time of the stage, {latest}", "cpu_s", "seconds"),
+        "stage_gpu_seconds": (f"GPU time (wall time on CUDA) of the stage, {latest}", "gpu_s", "seconds"),
+        "stage_audio_seconds": (f"Audio processed by the stage, {latest}", "audio_s", "seconds"),
+        "stage_estimated_cost_usd": (
+            f"Estimated cost of the stage at the configured CPU-hour and GPU-hour prices (USD), {latest}",
+            "estimated_cost",
+            "usd",
+        ),
+        "stage_last_success_timestamp_seconds": (
+            "When the stage last finished a run, Unix time",
+            "finished_s",
+            "seconds",
+        ),
     }
-    for name, (documentation, column) in sums.items():
-        yield _labelled(name, documentation, ["stage"], {(row["stage"],): float(row[column]) for row in rows})
+    for name, (documentation, column, unit) in sums.items():
+        yield _labelled(
+            name, documentation, ["stage"], {(row["stage"],): float(row[column]) for row in rows}, unit=unit
+        )
     yield _labelled(
-        "stage_real_time_factor",
-        "Audio seconds per wall second over the stage's latest runs",
+        "stage_real_time_factor_ratio",
+        "Audio seconds per wall second of the stage over the latest run of every partition (gauge)",
         ["stage"],
         {(row["stage"],): row["audio_s"] / row["wall_sum"] if row["wall_sum"] > 0 else 0.0 for row in rows},
+        unit="ratio",
     )
-    histogram = HistogramMetricFamily(
+    histogram = GaugeHistogramMetricFamily(
         PREFIX + "stage_duration_seconds",
-        "Wall time of the stage's latest run of every partition",
+        "Wall time of the latest run of every partition of the stage (gauge histogram: re-materializing "
+        "replaces a run)",
         labels=["stage"],
+        unit="seconds",
     )
     for row in rows:
         walls = np.asarray(row["walls"], dtype=np.float64)
         buckets = [(floatToGoString(bound), float((walls <= bound).sum())) for bound in STAGE_DURATION_BUCKETS]
-        histogram.add_metric([row["stage"]], [*buckets, ("+Inf", float(walls.size))], sum_value=row["wall_sum"])
+        histogram.add_metric([row["stage"]], [*buckets, ("+Inf", float(walls.size))], gsum_value=row["wall_sum"])
     yield histogram
-    failures = (
+
+
+def _set_aside_families(runs: pl.DataFrame) -> Iterator[Metric]:
+    """Items the pipeline set aside by design, one family per kind of item; every category and
+    rule is present (0 until seen) so that alerts on them have a series. Failed runs are
+    ``dagster_runs{status="FAILURE"}``."""
+    reasons = (
         runs.select("stage", "failures_by_reason")
         .explode("failures_by_reason")
         .drop_nulls("failures_by_reason")
         .unnest("failures_by_reason")
         .group_by("stage", "reason")
         .agg(pl.col("count").sum())
-        .sort("stage", "reason")
+    )
+    counts = {(stage, reason): float(count) for stage, reason, count in reasons.iter_rows()}
+    yield _labelled(
+        "quarantined_files",
+        "Input files quarantined by ingest, by category (latest run of every shard)",
+        ["category"],
+        {
+            (c,): counts.get((QUARANTINING_STAGE, c), 0.0)
+            for c in _with_seen(QUARANTINE_CATEGORIES, counts, QUARANTINING_STAGE)
+        },
     )
     yield _labelled(
-        "failures",
-        "Items a stage set aside, by reason: quarantined files (raw_audio_files), rejected segments (curated_segments)",
-        ["stage", "reason"],
-        {(stage, reason): float(count) for stage, reason, count in failures.iter_rows()},
+        "rejected_segments",
+        "Segments the curation policy rejected, by rule (latest run of every shard); rejections are "
+        "the policy working, not failures",
+        ["rule"],
+        {(r,): counts.get((CURATING_STAGE, r), 0.0) for r in _with_seen(REJECTION_RULES, counts, CURATING_STAGE)},
     )
+
+
+def _with_seen(known: tuple[str, ...], counts: Mapping[tuple[str, str], float], stage: str) -> list[str]:
+    """``known`` in order, then any other reason ``stage`` recorded (older rows, newer code)."""
+    return [*known, *sorted(reason for s, reason in counts if s == stage and reason not in known)]
 
 
 def serve_metrics(collector: Collector, host: str, port: int) -> tuple[WSGIServer, Thread]:
