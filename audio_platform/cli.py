@@ -152,6 +152,61 @@ def _cmd_drops(args: argparse.Namespace) -> int:
     return 0
 
 
+EVALUATION_SQL = "SELECT * FROM asr_evaluation WHERE $1::VARCHAR IS NULL OR drop_id = $1"
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from audio_platform.evaluation.asr_accuracy import NORMALIZATION, pooled, source_group
+    from audio_platform.settings import load_settings
+    from audio_platform.storage.drops import drop_id_for
+    from audio_platform.storage.warehouse import query
+
+    if args.depth is not None and args.depth < 1:
+        raise ValueError(f"--depth must be at least 1 folder, got {args.depth}")
+    drop = args.drop
+    if drop is not None and Path(drop).is_dir():  # a folder names its drop; anything else is a drop id
+        drop = drop_id_for(Path(drop))
+    warehouse = load_settings().warehouse_path
+    if drop is not None and query(warehouse, "SELECT count(*) AS n FROM drops WHERE drop_id = $1", [drop])["n"][0] == 0:
+        raise LookupError(f"no processed drop {drop!r}: give its folder or an id from `audio-platform drops`")
+    frame = query(warehouse, EVALUATION_SQL, [drop])
+    if frame.is_empty():
+        which = f"drop {drop}" if drop else "any processed drop"
+        print(
+            f"no reference transcripts for {which}: put a metadata.csv (file_name, transcription) beside the "
+            "audio and process the folder again (see README, Accuracy)"
+        )
+        return 0
+    if args.depth is not None:
+        frame = frame.with_columns(
+            source_group=pl.col("rel_path").map_elements(lambda p: source_group(p, args.depth), return_dtype=pl.String)
+        )
+    by = {"source": "source_group", "shard": "shard", "drop": "drop_id", "file": "rel_path"}[args.by]
+    table = pl.concat([pooled(frame, by), pooled(frame, None).with_columns(pl.lit("all").alias(by))], how="diagonal")
+    table = table.select(
+        pl.col(by),
+        "files",
+        "reference_words",
+        "substitutions",
+        "deletions",
+        "insertions",
+        (100 * pl.col("wer")).round(2).alias("wer_percent"),
+        (100 * pl.col("cer")).round(2).alias("cer_percent"),
+    )
+    models = ", ".join(sorted(frame["asr_model"].unique().to_list()))
+    print(f"ASR accuracy by {args.by} ({models}); texts compared after {NORMALIZATION}")
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        fmt_str_lengths=60,
+        tbl_width_chars=200,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+    ):
+        print(table)
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from audio_platform.definitions import build_definitions
     from audio_platform.pipeline import OWNER_TAG, owner_tag, prepare_instance, release_runs_of_dead_processes
@@ -436,6 +491,22 @@ def build_parser() -> argparse.ArgumentParser:
         "drops", parents=[common], help="every drop seen (CLI or inbox): waiting and why, processing, done"
     )
     drops.set_defaults(func=_cmd_drops)
+    evaluate = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="word and character error rates against the drops' reference transcripts (metadata.csv)",
+    )
+    evaluate.add_argument("drop", nargs="?", help="a processed drop: its folder or drop id (default: every drop)")
+    evaluate.add_argument(
+        "--by",
+        choices=["source", "shard", "drop", "file"],
+        default="source",
+        help="rows of the table (default source: the source group of each file)",
+    )
+    evaluate.add_argument(
+        "--depth", type=int, help="regroup sources by this many folders under the drop (default: as evaluated, 1)"
+    )
+    evaluate.set_defaults(func=_cmd_evaluate)
     train = sub.add_parser(
         "train", parents=[common], help="train, register and gate keyword-spotting models from all curated data"
     )

@@ -14,6 +14,7 @@ from dagster import (
 from audio_platform.defs import curation, ingest, scoring, transcription, vad
 from audio_platform.defs import warehouse as warehouse_defs
 from audio_platform.defs.curation import curated_segments
+from audio_platform.defs.evaluation import asr_evaluation
 from audio_platform.defs.ingest import raw_audio_files
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
@@ -29,14 +30,15 @@ from audio_platform.settings import Settings, load_settings
 
 # Transcription is built from settings (its pool and op tags), so it is selected by key.
 SHARD_ASSETS = AssetSelection.assets(
-    raw_audio_files, vad_segments, TRANSCRIPTS_KEY, WORDS_KEY, segment_scores, curated_segments
+    raw_audio_files, vad_segments, TRANSCRIPTS_KEY, WORDS_KEY, segment_scores, curated_segments, asr_evaluation
 )
 
 process_shard_job = define_asset_job(
     "process_shard",
     selection=SHARD_ASSETS,
     partitions_def=shard_partitions,
-    description="Everything for one shard: inventory → VAD → ASR → scores → curated set, with checks.",
+    description="Everything for one shard: inventory → VAD → ASR → scores → curated set, with checks; "
+    "ASR accuracy where the drop carries reference transcripts.",
 )
 rescore_shard_job = define_asset_job(
     "rescore_shard",
@@ -78,6 +80,7 @@ def build_definitions(settings: Settings) -> Definitions:
             transcribe_segments,
             segment_scores,
             curated_segments,
+            asr_evaluation,
             warehouse,
             keyword_dataset,
             keyword_model,

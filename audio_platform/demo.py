@@ -8,6 +8,7 @@ de-duplication all have something to do.
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 from collections.abc import Sequence
@@ -256,12 +257,25 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
+# The drop's reference transcripts (audiofolder metadata.csv): `audio-platform evaluate` scores them.
+METADATA_FILE = "metadata.csv"
+
+
+def _reference_transcripts() -> bytes:
+    lines = io.StringIO()
+    writer = csv.writer(lines, lineterminator="\n")
+    writer.writerow(["file_name", "transcription"])
+    writer.writerows((clip.file_name, " ".join(u.text for u in clip.utterances)) for clip in SPEECH_CLIPS)
+    return lines.getvalue().encode("utf-8")
+
+
 def build_demo_drop(destination: Path, seed: int = 0) -> list[Path]:
     """Write the demo drop into ``destination`` and return the paths of all its files.
 
     The drop holds the ``SPEECH_CLIPS`` in six encodings, three non-speech
     files, an undecodable and an empty ``.wav`` (to be quarantined) and a
-    byte-identical copy of ``speech_01.wav`` (to be marked duplicate). The same
+    byte-identical copy of ``speech_01.wav`` (to be marked duplicate), and the reference
+    transcripts of the speech in ``metadata.csv`` (not an input: drop metadata). The same
     ``seed`` yields byte-identical files, and files already holding the right
     bytes are not rewritten, so rebuilding changes nothing downstream.
     """
@@ -276,6 +290,7 @@ def build_demo_drop(destination: Path, seed: int = 0) -> list[Path]:
     files.append(("broken_random_bytes.wav", rng.bytes(4096)))
     files.append(("broken_empty.wav", b""))
     files.append(("speech_01_copy.wav", dict(files)["speech_01.wav"]))
+    files.append((METADATA_FILE, _reference_transcripts()))
 
     destination.mkdir(parents=True, exist_ok=True)
     paths = []

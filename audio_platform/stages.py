@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from audio_platform.audio.asr import WhisperTranscriber
-from audio_platform.curation.criteria import add_text_criteria
+from audio_platform.curation.criteria import add_plausibility_criteria, add_text_criteria
 from audio_platform.curation.selection import CurationPolicy, decide
 from audio_platform.curation.topsis import Criterion, score_frame
 from audio_platform.storage.tables import TRANSCRIPTS, WORDS
@@ -34,6 +34,10 @@ _MEASURED = (
     "compression_ratio",
     "speaking_rate",
     "duration_fitness",
+    "repeated_ngram_ratio",
+    "longest_word_chars",
+    "chars_per_second",
+    "filler_phrase",
 )
 
 
@@ -120,7 +124,11 @@ def curate_shard(
     policy: CurationPolicy,
 ) -> pl.DataFrame:
     """``curation_decisions`` rows (the curated set is those with ``selected``): every scored
-    segment of an ``ok`` file of ``files`` (a shard's ``audio_files`` rows) decided by ``policy``."""
+    segment of an ``ok`` file of ``files`` (a shard's ``audio_files`` rows) decided by ``policy``.
+
+    The text-plausibility columns the policy reads are computed here from the transcript and the
+    segment, not read from ``scores``: a ``segment_scores`` shard written before they existed
+    still curates."""
     candidates = (
         scores.select("segment_id", "shard", "topsis_score", "clipping_ratio")
         .join(
@@ -137,4 +145,4 @@ def curate_shard(
             validate="m:1",
         )
     )
-    return decide(candidates, policy)
+    return decide(add_plausibility_criteria(candidates), policy)

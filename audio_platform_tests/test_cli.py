@@ -40,6 +40,17 @@ def test_demo_process_then_sql(home, capsys):
     curated = int(capsys.readouterr().out.splitlines()[1])
     assert curated >= 10
 
+    # The demo drop carries its reference transcripts (metadata.csv): accuracy per source, one row per group.
+    assert main(["evaluate"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("ASR accuracy by source (tiny.en)") and "normalize_text" in table
+    assert "(drop root)" in table and "│ all " in table and "│ str " not in table
+    assert main(["evaluate", "no-such-drop-123456"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no processed drop 'no-such-drop-123456'") and "\n" not in err
+    assert main(["evaluate", "--depth", "0"]) == 1
+    assert "--depth must be at least 1" in capsys.readouterr().err
+
     # Re-processing the same drop is idempotent: same shards, same counts.
     assert main(["process", "--demo"]) == 0
     assert "files 17: ok 14, quarantined 2, duplicate 1" in capsys.readouterr().out

@@ -17,6 +17,7 @@ EXPECTED_ASSETS = {
     "words",
     "segment_scores",
     "curated_segments",
+    "asr_evaluation",
     "warehouse",
     "keyword_dataset",
     "keyword_model",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from audio_platform.audio.tts import synthesize_speech
-from audio_platform.demo import SPEECH_CLIPS, build_demo_drop
+from audio_platform.demo import METADATA_FILE, SPEECH_CLIPS, build_demo_drop
 
 # name -> (sample rate, channels, container/codec as reported by the decoder)
 EXPECTED_SPEECH = {
@@ -41,11 +42,7 @@ def _decode(path: Path) -> tuple[np.ndarray, int, int, str]:
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
         to_mono = av.AudioResampler(format="flt", layout="mono", rate=stream.rate)
-        chunks = [
-            out.to_ndarray().reshape(-1)
-            for frame in container.decode(stream)
-            for out in to_mono.resample(frame)
-        ]
+        chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(stream) for out in to_mono.resample(frame)]
         return np.concatenate(chunks), stream.rate, stream.codec_context.channels, stream.codec_context.name
 
 
@@ -87,8 +84,15 @@ def test_sentences_repeat_every_keyword() -> None:
 
 def test_drop_holds_exactly_the_expected_files(drops: tuple[list[Path], list[Path]]) -> None:
     paths, _ = drops
-    assert sorted(p.name for p in paths) == sorted({*EXPECTED_SPEECH, *NONSPEECH, *BROKEN})
+    assert sorted(p.name for p in paths) == sorted({*EXPECTED_SPEECH, *NONSPEECH, *BROKEN, METADATA_FILE})
     assert sorted(p.name for p in paths[0].parent.iterdir()) == sorted(p.name for p in paths)
+
+
+def test_metadata_gives_every_speech_clip_its_spoken_text(drops: tuple[list[Path], list[Path]]) -> None:
+    (metadata,) = [p for p in drops[0] if p.name == METADATA_FILE]
+    with open(metadata, newline="", encoding="utf-8") as handle:
+        rows = {row["file_name"]: row["transcription"] for row in csv.DictReader(handle)}
+    assert rows == {clip.file_name: " ".join(u.text for u in clip.utterances) for clip in SPEECH_CLIPS}
 
 
 def test_drop_is_byte_identical_across_builds(drops: tuple[list[Path], list[Path]]) -> None:
@@ -100,7 +104,7 @@ def test_drop_is_byte_identical_across_builds(drops: tuple[list[Path], list[Path
 def test_speech_files_decode_at_expected_rate(drops: tuple[list[Path], list[Path]]) -> None:
     total_s = 0.0
     for path in drops[0]:
-        if path.name in BROKEN:
+        if path.name in BROKEN or path.name == METADATA_FILE:
             continue
         samples, rate, channels, label = _decode(path)
         duration_s = samples.size / rate

@@ -132,10 +132,11 @@ def test_stage_runs_hold_one_row_per_stage_and_partition(processed: Processed) -
         return query(processed.settings.warehouse_path, sql)
 
     before = rows()
-    stages = sorted(("raw_audio_files", "vad_segments", "transcribe_segments", "segment_scores", "curated_segments"))
+    shard_stages = ("raw_audio_files", "vad_segments", "transcribe_segments", "segment_scores", "curated_segments")
+    stages = sorted((*shard_stages, "asr_evaluation"))
     stages.append("warehouse")  # unpartitioned: its partition_key is ""
     assert before["stage"].to_list() == stages
-    assert before["partition_key"].to_list() == [processed.shard] * 5 + [""]
+    assert before["partition_key"].to_list() == [processed.shard] * 6 + [""]
     # Re-scoring the shard replaces its scoring and selection rows; nothing is appended.
     rerun = processed.defs.resolve_job_def("rescore_shard").execute_in_process(
         partition_key=processed.shard, instance=processed.instance

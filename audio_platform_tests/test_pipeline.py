@@ -7,17 +7,20 @@ broken file. One module-scoped run feeds all assertions (it is the expensive par
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
 
+import jiwer
 import polars as pl
 import pytest
 
+from audio_platform.audio.asr import default_model_path
 from audio_platform.definitions import build_definitions
 from audio_platform.evaluation.vad_metrics import pooled_frame_scores
-from audio_platform.evaluation.wer import corpus_wer
+from audio_platform.evaluation.wer import corpus_wer, normalize_text
 from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
@@ -48,12 +51,19 @@ SUBSET = [
 ]
 DUPLICATE = "copies/jfk again.flac"
 BROKEN = "broken/not_audio.wav"
+# The drop's reference transcripts (audiofolder convention): the manifest's, for asr_evaluation.
+METADATA = "metadata.csv"
 
 # Floors from measurement on this subset (tiny.en int8, packed windows): pooled frame F1 0.967
 # (P 0.977, R 0.957) and pooled WER 0.097 over 442 reference words. The margins absorb int8/thread
 # nondeterminism (a few words) but not a lost utterance or a VAD timing bug (each costs > 0.03).
 VAD_F1_FLOOR = 0.94
 WER_CEILING = 0.14
+# How far the platform's WER may exceed plain faster-whisper's on the same files (pooled and per
+# source of >= 50 words) before the regression test fails. On `vad` (292 words) the platform
+# measured 15 errors against 12, +1.0 point, the one corpus source where it still loses (words
+# VAD cut off, a word heard on both sides of a pause): docs/benchmarks.md has every source.
+WER_MARGIN_OVER_PLAIN = 0.02
 
 
 def _build_drop(root: Path) -> Path:
@@ -67,7 +77,21 @@ def _build_drop(root: Path) -> Path:
     shutil.copyfile(CORPUS / "audio/whisper/jfk.flac", drop / DUPLICATE)
     (drop / BROKEN).parent.mkdir(parents=True)
     (drop / BROKEN).write_bytes(os.urandom(4096))
+    with open(drop / METADATA, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "transcription"])
+        writer.writerows((rel, text) for rel, text in _references().items())
     return drop
+
+
+def _references() -> dict[str, str]:
+    """The subset's manifest transcripts, where one exists ('[L]...' marks a label, not speech)."""
+    manifest = corpus_manifest()
+    return {
+        rel: manifest[rel]["transcript"]
+        for rel in SUBSET
+        if manifest.get(rel, {}).get("transcript") and not manifest[rel]["transcript"].startswith("[L]")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +116,7 @@ def test_every_shard_succeeds_and_every_check_passes(run):
 
 def test_every_input_is_accounted_for_once(run):
     settings, drop, _ = run
-    inputs = sorted(str(p) for p in drop.rglob("*") if p.is_file())
+    inputs = sorted(str(p) for p in drop.rglob("*") if p.is_file() and p.name != METADATA)
     files = _sql(settings, "SELECT source_path, status, reason, duplicate_of FROM audio_files ORDER BY source_path")
     assert files["source_path"].to_list() == inputs
     by_path = {row["source_path"]: row for row in files.iter_rows(named=True)}
@@ -143,20 +167,19 @@ def test_vad_frame_f1_on_the_labelled_set(run):
     assert scores.f1 >= VAD_F1_FLOOR
 
 
-def test_word_error_rate_against_manifest_transcripts(run):
-    settings, _, _ = run
-    manifest = corpus_manifest()
+def _platform_hypotheses(settings: Settings) -> dict[str, str]:
     hyp = _sql(
         settings,
         "SELECT f.rel_path, string_agg(t.text, ' ' ORDER BY s.start_s) AS text FROM transcripts t "
         "JOIN segments s USING (segment_id) JOIN audio_files f ON f.file_id = s.file_id GROUP BY f.rel_path",
     )
-    texts = defaultdict(str, dict(hyp.iter_rows()))
-    pairs = [
-        (manifest[rel]["transcript"], texts[rel])
-        for rel in SUBSET
-        if manifest.get(rel, {}).get("transcript") and not manifest[rel]["transcript"].startswith("[L]")
-    ]
+    return defaultdict(str, dict(hyp.iter_rows()))
+
+
+def test_word_error_rate_against_manifest_transcripts(run):
+    settings, _, _ = run
+    texts = _platform_hypotheses(settings)
+    pairs = [(reference, texts[rel]) for rel, reference in _references().items()]
     assert len(pairs) >= 15
     result = corpus_wer(pairs)
     print(f"WER on {len(pairs)} corpus references: {result}")
@@ -197,3 +220,46 @@ def test_second_run_changes_no_row_count(run):
     after = {t: _sql(settings, f"SELECT count(*) AS n FROM {t}")["n"][0] for t in tables}
     assert again.plan.shards == report.plan.shards
     assert after == before
+
+
+def test_asr_evaluation_matches_jiwer_on_every_referenced_file(run):
+    settings, _, _ = run
+    evaluation = _sql(settings, "SELECT * FROM asr_evaluation")
+    ok = set(_sql(settings, "SELECT rel_path FROM audio_files WHERE status = 'ok'")["rel_path"].to_list())
+    # Every referenced file that was transcribed (the duplicate and the broken file have no row of their own).
+    assert sorted(evaluation["rel_path"].to_list()) == sorted(rel for rel in _references() if rel in ok)
+    texts = _platform_hypotheses(settings)
+    for row in evaluation.iter_rows(named=True):
+        reference, hypothesis = normalize_text(row["reference_text"]), normalize_text(texts[row["rel_path"]])
+        words = jiwer.process_words(reference, hypothesis or " ")
+        assert row["word_errors"] == words.substitutions + words.deletions + words.insertions, row["rel_path"]
+        assert row["cer"] == pytest.approx(jiwer.cer(reference, hypothesis or " ")), row["rel_path"]
+        assert row["source_group"] == row["rel_path"].split("/")[0]
+    assert evaluation["asr_model"].unique().to_list() == ["tiny.en"]
+
+
+def test_default_decoding_is_no_worse_than_plain_faster_whisper(run):
+    """Regression guard on accuracy: the platform's WER against the plain script's (beam 5,
+    vad_filter=True, file by file, same model and threads) on the same files, pooled over the subset
+    and per source with at least 50 reference words."""
+    from faster_whisper import WhisperModel
+
+    settings, drop, _ = run
+    model = WhisperModel(default_model_path(), device="cpu", compute_type="int8", cpu_threads=2, local_files_only=True)
+    platform = _platform_hypotheses(settings)
+    groups: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for rel, reference in _references().items():
+        segments, _ = model.transcribe(
+            str(drop / rel), language="en", beam_size=5, vad_filter=True, word_timestamps=True
+        )
+        groups[Path(rel).parts[1] if rel.startswith("audio/") else Path(rel).parts[0]].append(
+            (reference, platform[rel], " ".join(seg.text.strip() for seg in segments))
+        )
+    rows = [("all", [triple for members in groups.values() for triple in members])]
+    rows += [(name, members) for name, members in sorted(groups.items())]
+    for name, members in rows:
+        ours = corpus_wer((ref, hyp) for ref, hyp, _ in members)
+        plain = corpus_wer((ref, hyp) for ref, _, hyp in members)
+        print(f"{name}: platform {ours.errors}/{ours.reference_words}, plain faster-whisper {plain.errors}")
+        if ours.reference_words >= 50:
+            assert ours.wer <= plain.wer + WER_MARGIN_OVER_PLAIN, name

@@ -9,10 +9,19 @@ decoded in batches by faster-whisper's ``BatchedInferencePipeline`` (greedy by d
 tokens on, DTW word timestamps), and every word is mapped through its window's offset map to the
 segment it starts in and to file time.
 
+Each segment is rendered with up to ``context_pad_s`` of its file's own audio on both sides
+(towards another segment of the file only across a pause of 2 s or more, and at most half of it),
+so the decoder hears the VAD cut's surroundings rather than digital silence: on one-word clips
+the tight VAD cut alone turned "six" into "Take". Words are kept for the segment they start in
+(clamped to it).
+
 Packing has one failure mode that per-segment decoding does not: Whisper may stop before the
 end of a window, or skip an utterance after a pause. Segments (or their tails) that the decoder
 did not reach are therefore decoded again at the start of a new window, much like sequential
-Whisper seeks past what it has transcribed.
+Whisper seeks past what it has transcribed; a packed segment with an implausible result (a word
+count speech cannot have, a word stretched over skipped speech) is decoded again alone. A
+segment alone in its window whose decode failed by Whisper's own signs (repetitive text, unlikely
+tokens) is decoded once more as plain faster-whisper does, with temperature fallback.
 
 Segment statistics:
 
@@ -68,6 +77,19 @@ _SPARSE_MIN_S = 1.5
 _SPARSE_WORDS_PER_S = 0.75
 # Fast read speech reaches ~4 words per second; spelled-out letters stay below that.
 _DENSE_WORDS_PER_S = 4.5
+# Context reaches into a pause towards another segment only when the pause is this long (as
+# faster-whisper's VAD joins speech across shorter ones): between close neighbours it holds the
+# edges of the next utterance, which changed how Whisper wrote spelled letters ("I-T-D-K-M" ->
+# "IT DKM"; +25 errors on the benchmark's long file), while around isolated segments it helps.
+_CONTEXT_MIN_PAUSE_S = 2.0
+# Slow, stressed words last up to ~1 s; a longer one covers speech the decoder skipped.
+_MAX_WORD_S = 1.5
+# Sequential Whisper's temperature fallback (faster-whisper's defaults), for a piece whose decode
+# failed: retried at rising temperatures while its text compresses better than the ratio allows
+# or its average token log-probability is below the floor.
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+FALLBACK_COMPRESSION_RATIO = 2.4
+FALLBACK_LOG_PROB = -1.0
 # Long segments are cut at the quietest 20 ms frame within this many seconds before the limit.
 _CUT_SEARCH_S = 5.0
 _CUT_FRAME = SAMPLE_RATE // 50
@@ -80,6 +102,7 @@ CPU_AUTO_BATCH = 4
 _GPU_BYTES_PER_WINDOW = 512 << 20
 _GPU_MEMORY_SHARE = 0.5
 _GPU_MAX_BATCH = 64
+_MAX_CONTEXT_PAD_S = 2.0
 _DEVICES = frozenset({"auto", "cpu", "cuda"})
 _COMPUTE_TYPES = frozenset(
     {
@@ -132,6 +155,13 @@ class AsrConfig:
     language: str | None = "en"
     window_s: float = MAX_WINDOW_S
     gap_s: float = 0.5
+    # Seconds of the file's own audio rendered on each side of a segment (never into another
+    # segment's speech: at most half the pause to it), so that the decoder hears the VAD cut's
+    # surroundings instead of digital silence.
+    context_pad_s: float = 1.0
+    # A piece alone in its window whose decode failed by Whisper's own signs (see _failed_decode)
+    # is decoded again sequentially with temperature fallback, as plain faster-whisper does.
+    temperature_fallback: bool = True
     # Segments of different files in one window: several times faster on many short files, but
     # the decoder then carries words from one file into its neighbours (one-word clips in random
     # order: the spoken word found in 66 % of clips packed, 82 % with a window per file).
@@ -156,6 +186,8 @@ class AsrConfig:
             raise ValueError(f"window_s must be in (0, {MAX_WINDOW_S}], got {self.window_s!r}")
         if not 0.0 <= self.gap_s < self.window_s:
             raise ValueError(f"gap_s must be in [0, window_s), got {self.gap_s!r}")
+        if not 0.0 <= self.context_pad_s <= _MAX_CONTEXT_PAD_S:
+            raise ValueError(f"context_pad_s must be in [0, {_MAX_CONTEXT_PAD_S}], got {self.context_pad_s!r}")
 
 
 def default_model_path() -> str:
@@ -169,13 +201,18 @@ def default_model_path() -> str:
 
 @dataclass(frozen=True)
 class Piece:
-    """A span of one input segment placed in a window (a long segment yields several pieces)."""
+    """A span of one input segment placed in a window (a long segment yields several pieces).
+
+    ``pad_before_s``/``pad_after_s`` of the file's own audio are rendered around the span (context
+    for the decoder at the VAD cut); words stay mapped to the span itself."""
 
     item: int
     segment: int
     file_start_s: float
     file_end_s: float
     window_start_s: float
+    pad_before_s: float = 0.0
+    pad_after_s: float = 0.0
 
     @property
     def duration_s(self) -> float:
@@ -199,7 +236,7 @@ class Window:
 
     @property
     def duration_s(self) -> float:
-        return self.pieces[-1].window_end_s
+        return self.pieces[-1].window_end_s + self.pieces[-1].pad_after_s
 
     def piece_index(self, word_start: float, previous: int | None = None) -> int:
         """Index of the piece that a word starting at ``word_start`` (window time) belongs to.
@@ -223,28 +260,43 @@ class Window:
         return i
 
 
+Span = tuple[int, int, float, float]  # (item, segment, file_start_s, file_end_s)
+Context = tuple[float, float]  # seconds of the file's audio rendered before and after a span
+NO_CONTEXT: Context = (0.0, 0.0)
+
+
 def pack_pieces(
-    spans: Sequence[tuple[int, int, float, float]], window_s: float, gap_s: float, across_items: bool = True
+    spans: Sequence[Span],
+    window_s: float,
+    gap_s: float,
+    across_items: bool = True,
+    context: Callable[[Span], Context] | None = None,
 ) -> list[Window]:
     """Pack ``(item, segment, file_start_s, file_end_s)`` spans, in the given order, into windows.
 
     Next-fit keeps neighbouring speech together (useful context for the decoder) and lays each
     span out ``gap_s`` after the previous one. Every span must already be at most ``window_s``.
-    Without ``across_items`` a window holds the spans of one item (file) only.
+    Without ``across_items`` a window holds the spans of one item (file) only. ``context(span)``
+    gives the audio rendered before and after the span (shrunk to fit the window).
     """
     windows: list[Window] = []
     current: list[Piece] = []
     cursor = 0.0
-    for item, segment, start, end in spans:
+    for span in spans:
+        item, segment, start, end = span
         duration = end - start
         if duration > window_s + 1e-9:
             raise ValueError(f"span {start:.3f}-{end:.3f} s is longer than the {window_s} s window")
-        offset = cursor + gap_s if current else 0.0
-        if current and (offset + duration > window_s or (not across_items and current[-1].item != item)):
+        before, after = context(span) if context else NO_CONTEXT
+        spare = max(window_s - duration, 0.0)
+        before = min(before, spare / 2)
+        after = min(after, spare - before)
+        offset = cursor + gap_s + before if current else before
+        if current and (offset + duration + after > window_s or (not across_items and current[-1].item != item)):
             windows.append(Window(tuple(current)))
-            current, offset = [], 0.0
-        current.append(Piece(item, segment, start, end, offset))
-        cursor = offset + duration
+            current, offset = [], before
+        current.append(Piece(item, segment, start, end, offset, before, after))
+        cursor = offset + duration + after
     if current:
         windows.append(Window(tuple(current)))
     return windows
@@ -271,11 +323,13 @@ def split_long_segment(audio: np.ndarray, start_s: float, end_s: float, window_s
 
 
 def _render(window: Window, audios: Sequence[np.ndarray]) -> np.ndarray:
-    """The window's audio: each piece's samples at its offset, digital silence in the gaps."""
+    """The window's audio: each piece's samples (and context) at its offset, digital silence in the gaps."""
     out = np.zeros(round(window.duration_s * SAMPLE_RATE), dtype=np.float32)
     for p in window.pieces:
-        lo = round(p.window_start_s * SAMPLE_RATE)
-        chunk = audios[p.item][round(p.file_start_s * SAMPLE_RATE) : round(p.file_end_s * SAMPLE_RATE)]
+        lo = round((p.window_start_s - p.pad_before_s) * SAMPLE_RATE)
+        chunk = audios[p.item][
+            round((p.file_start_s - p.pad_before_s) * SAMPLE_RATE) : round((p.file_end_s + p.pad_after_s) * SAMPLE_RATE)
+        ]
         chunk = chunk[: len(out) - lo]
         out[lo : lo + len(chunk)] = chunk
     return out
@@ -427,15 +481,18 @@ class WhisperTranscriber:
         on its own so that one file's language is not forced on another.
         """
         audios: list[np.ndarray] = []
-        spans: list[tuple[int, int, float, float]] = []
+        spans: list[Span] = []
+        speech: list[list[tuple[float, float]]] = []
         for item, (audio, segments) in enumerate(items):
             audio = _as_mono_float32(audio)
             audios.append(audio)
             duration = len(audio) / SAMPLE_RATE
+            speech.append([])
             for k in sorted(range(len(segments)), key=lambda k: segments[k][0]):
                 start, end = _checked_segment(segments[k])
                 end = min(end, duration)
-                if end - start >= MIN_SEGMENT_S:
+                if end - start >= MIN_SEGMENT_S:  # shorter ones are not decoded, nor speech to keep clear of
+                    speech[item].append((start, end))
                     spans.extend(
                         (item, k, a, b)
                         for a, b in split_long_segment(audio, start, end, self.config.window_s)
@@ -446,9 +503,10 @@ class WhisperTranscriber:
         groups = [spans] if shared else [[s for s in spans if s[0] == i] for i in range(len(items))]
         done: dict[tuple[int, int, float], _PieceResult] = {}
         languages: dict[int, str] = {}
+        context = _SpeechContext(speech, [len(a) / SAMPLE_RATE for a in audios], self.config.context_pad_s)
         for group in groups:
             if group:
-                language = self._decode(group, audios, done)
+                language = self._decode(group, audios, done, context)
                 languages.update((item, language) for item, *_ in group)
 
         by_segment: dict[tuple[int, int], list[tuple[float, _PieceResult]]] = {}
@@ -468,17 +526,20 @@ class WhisperTranscriber:
 
     def _decode(
         self,
-        spans: list[tuple[int, int, float, float]],
+        spans: list[Span],
         audios: list[np.ndarray],
         done: dict[tuple[int, int, float], _PieceResult],
+        context: _SpeechContext,
     ) -> str:
         """Decode spans into ``done`` (keyed by item, segment, start); returns the language used."""
         pending = spans
-        solo: list[tuple[int, int, float, float]] = []
-        language = self.config.language or "en"
+        solo: list[Span] = []
+        cfg = self.config
+        language = cfg.language or "en"
         while pending or solo:
-            windows = pack_pieces(pending, self.config.window_s, self.config.gap_s, self.config.pack_across_files)
-            windows += [Window((Piece(*span, window_start_s=0.0),)) for span in solo]
+            windows = pack_pieces(pending, cfg.window_s, cfg.gap_s, cfg.pack_across_files, context.pads)
+            for span in solo:
+                windows += pack_pieces([span], cfg.window_s, cfg.gap_s, context=context.pads)
             # Decode a few batches of windows at a time: rendering every window of a long file at
             # once (and faster-whisper's features for all of them) makes memory grow with speech length.
             per_window: list[list[Segment]] = []
@@ -494,6 +555,13 @@ class WhisperTranscriber:
             for window, outputs in zip(windows, per_window, strict=True):
                 placed, reach = self._place_words(window, outputs)
                 stats = (outputs[0].avg_logprob, outputs[0].no_speech_prob)
+                if (
+                    cfg.temperature_fallback
+                    and len(window.pieces) == 1
+                    and _failed_decode(window.pieces[0], placed[0], stats[0])
+                ):
+                    self._decode_with_fallback(window, audios, done)
+                    continue
                 for i, (piece, words) in enumerate(zip(window.pieces, placed, strict=True)):
                     # Whisper decodes a window from its start and may stop early or skip an
                     # utterance after a pause. What it did not reach is decoded again at the start
@@ -502,7 +570,7 @@ class WhisperTranscriber:
                     if i > 0 and (not words or piece.window_start_s >= reach):
                         pending.append((piece.item, piece.segment, piece.file_start_s, piece.file_end_s))
                         continue
-                    if len(window.pieces) > 1 and _implausible(piece, len(words)):
+                    if len(window.pieces) > 1 and _implausible(piece, [w for w, _ in words]):
                         solo.append((piece.item, piece.segment, piece.file_start_s, piece.file_end_s))
                         continue
                     kept_end = piece.file_end_s
@@ -514,9 +582,35 @@ class WhisperTranscriber:
                     )
         return language
 
-    def _run(
-        self, windows: list[Window], audios: list[np.ndarray], batch_size: int
-    ) -> tuple[list[list[Segment]], str]:
+    def _decode_with_fallback(
+        self, window: Window, audios: list[np.ndarray], done: dict[tuple[int, int, float], _PieceResult]
+    ) -> None:
+        """Decode a one-piece window again as sequential Whisper does: with temperature fallback
+        (a decode whose text repeats itself or whose tokens are unlikely is retried at higher
+        temperatures) and its no-speech rule, the piece's result in ``done``."""
+        cfg = self.config
+        (piece,) = window.pieces
+        outputs, _ = self._model.transcribe(
+            _render(window, audios),
+            language=cfg.language,
+            beam_size=cfg.beam_size,
+            vad_filter=False,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+            temperature=FALLBACK_TEMPERATURES,
+            compression_ratio_threshold=FALLBACK_COMPRESSION_RATIO,
+            log_prob_threshold=FALLBACK_LOG_PROB,
+        )
+        segments = list(outputs)  # the generator decodes as it is consumed
+        placed, _ = self._place_words(window, segments) if segments else ([[]], 0.0)
+        words = placed[0]
+        avg_logprob = float(np.mean([seg.avg_logprob for seg in segments])) if segments else FALLBACK_LOG_PROB
+        no_speech = float(np.mean([seg.no_speech_prob for seg in segments])) if segments else 1.0
+        done[(piece.item, piece.segment, piece.file_start_s)] = _PieceResult(
+            tuple(w for w, _ in words), tuple(r for _, r in words), avg_logprob, no_speech, piece.duration_s
+        )
+
+    def _run(self, windows: list[Window], audios: list[np.ndarray], batch_size: int) -> tuple[list[list[Segment]], str]:
         """Batched decode of the windows: per window its output segments, and the language."""
         cfg = self.config
         rendered = [_render(w, audios) for w in windows]
@@ -570,12 +664,64 @@ class WhisperTranscriber:
         return placed, reach
 
 
-def _implausible(piece: Piece, words: int) -> bool:
-    """A word count speech cannot have: the decoder lost its way in a packed window (a garbled word
-    or two for a whole sentence), or a neighbour's words landed in this piece. Such a piece is
-    decoded again in a window of its own."""
-    sparse = piece.duration_s >= _SPARSE_MIN_S and words < _SPARSE_WORDS_PER_S * piece.duration_s
-    return sparse or words > _DENSE_WORDS_PER_S * piece.duration_s + 2
+class _SpeechContext:
+    """How much of a file's own audio may surround a span: up to ``pad_s``; towards another segment
+    of the file at most half the pause, and none across a pause under ``_CONTEXT_MIN_PAUSE_S``;
+    none inside speech (a split or retried span)."""
+
+    def __init__(self, speech: list[list[tuple[float, float]]], durations: list[float], pad_s: float) -> None:
+        self._speech = [sorted(s) for s in speech]
+        self._durations = durations
+        self._pad_s = pad_s
+
+    def pads(self, span: Span) -> Context:
+        item, _, start, end = span
+        if self._pad_s <= 0.0:
+            return NO_CONTEXT
+        eps = 1e-6
+        before, after = min(self._pad_s, start), min(self._pad_s, self._durations[item] - end)
+        for a, b in self._speech[item]:
+            if a < start - eps and start + eps < b:  # the span starts inside speech
+                before = 0.0
+            if a < end - eps and end + eps < b:  # ...or ends inside it
+                after = 0.0
+            if b <= start + eps:
+                before = min(before, _context_across(start - b))
+            if a >= end - eps:
+                after = min(after, _context_across(a - end))
+        return max(before, 0.0), max(after, 0.0)
+
+
+def _context_across(pause_s: float) -> float:
+    """Context allowed into a pause between two segments of a file: half of it, none across a short one."""
+    return pause_s / 2 if pause_s >= _CONTEXT_MIN_PAUSE_S else 0.0
+
+
+def _failed_decode(piece: Piece, words: list[tuple[WordTiming, str]], window_avg_logprob: float) -> bool:
+    """Whisper's own signs of a failed greedy/beam decode, for a piece alone in its window: text
+    that repeats itself (gzip compression ratio), unlikely tokens (average log-probability), more
+    words than the audio can hold (a hallucinated loop), or a word stretched over skipped speech."""
+    text = "".join(raw for _, raw in words).strip()
+    return (
+        _compression_ratio(text) > FALLBACK_COMPRESSION_RATIO
+        or window_avg_logprob < FALLBACK_LOG_PROB
+        or len(words) > _DENSE_WORDS_PER_S * piece.duration_s + 2
+        or _skipped_speech([w for w, _ in words])
+    )
+
+
+def _implausible(piece: Piece, words: list[WordTiming]) -> bool:
+    """A word count speech cannot have, or a word stretched over speech: the decoder lost its way
+    in a packed window (a garbled word or two for a whole sentence, words skipped), or a
+    neighbour's words landed in this piece. Such a piece is decoded again in a window of its own."""
+    sparse = piece.duration_s >= _SPARSE_MIN_S and len(words) < _SPARSE_WORDS_PER_S * piece.duration_s
+    return sparse or len(words) > _DENSE_WORDS_PER_S * piece.duration_s + 2 or _skipped_speech(words)
+
+
+def _skipped_speech(words: Sequence[WordTiming]) -> bool:
+    """A word longer than any spoken word: the aligner stretched it over speech the decoder skipped
+    (VAD segments hold no long pause, and word times are clamped to the segment)."""
+    return any(w.end_s - w.start_s > _MAX_WORD_S for w in words)
 
 
 def _as_mono_float32(audio: np.ndarray) -> np.ndarray:

@@ -63,7 +63,9 @@ class VadConfig:
 
     threshold: float = 0.5
     neg_threshold: float | None = None  # None: max(threshold - 0.15, 0.01), as Silero does
-    min_speech_s: float = 0.25
+    # Measured on 300 real one-word clips (Speech Commands, FSDD): 0.25 s found no speech in 42,
+    # 0.1 s in 15, with the same frame F1 on the labelled set and no new span on non-speech.
+    min_speech_s: float = 0.1
     min_silence_s: float = 0.1
     speech_pad_s: float = 0.03
     merge_gap_s: float = 0.3  # merge neighbours closer than this (segments sized for ASR)

@@ -30,6 +30,25 @@ class CurationPolicy:
     # clipping is irrecoverable distortion. 1% matches the criterion's
     # anti-ideal; 1.0 disables the gate.
     max_clipping_ratio: float = 0.01
+    # Text-plausibility gates on the criteria.add_plausibility_criteria columns: a
+    # hallucinated transcript on audio that is otherwise fine passes every acoustic
+    # check and only loses part of its score. The defaults sit well outside real speech
+    # (the shared corpus's transcripts reach a ratio of 0.05, 15-letter words and
+    # 1.6-22.6 letters/s) and reject what a decoder, not a speaker, produces.
+    # A k-word phrase looped to L words reads about 1 - k/L: said three times running
+    # it is above 0.5, said twice (a speaker repeating themselves) below.
+    max_repeated_ngram_ratio: float = 0.5
+    # Longest English words in use are ~28 letters; a longer run is decoder garbage.
+    # Raise it for languages with long compounds (German, Finnish).
+    max_word_chars: int = 30
+    # Letters and digits per second: speech runs about 8-17 (Whisper's segments of the
+    # corpus reach 16.9); twice the fastest speaker means the text was not heard here.
+    max_chars_per_second: float = 35.0
+    # Too little text for the audio (one word over many seconds of speech): only
+    # checked on segments of SLOW_TEXT_MIN_DURATION_S or more; 0 disables.
+    min_chars_per_second: float = 1.0
+    # Whisper's stock outputs on non-speech (criteria.FILLER_WHOLE_TEXTS / FILLER_FORMULAS).
+    reject_filler_phrases: bool = True
 
     def __post_init__(self) -> None:
         # Config loaders hand over lists; keep the dataclass hashable.
@@ -50,6 +69,23 @@ class CurationPolicy:
             raise ValueError(f"max_compression_ratio must be > 0, got {self.max_compression_ratio}")
         if not 0.0 <= self.max_clipping_ratio <= 1.0:
             raise ValueError(f"max_clipping_ratio must be in [0, 1], got {self.max_clipping_ratio}")
+        if not 0.0 <= self.max_repeated_ngram_ratio <= 1.0:
+            raise ValueError(f"max_repeated_ngram_ratio must be in [0, 1], got {self.max_repeated_ngram_ratio}")
+        if not self.max_word_chars >= 1:
+            raise ValueError(f"max_word_chars must be >= 1, got {self.max_word_chars}")
+        if not (math.isfinite(self.min_chars_per_second) and self.min_chars_per_second >= 0):
+            raise ValueError(f"min_chars_per_second must be finite and >= 0, got {self.min_chars_per_second}")
+        if not self.max_chars_per_second > self.min_chars_per_second:
+            raise ValueError(
+                f"max_chars_per_second ({self.max_chars_per_second}) must exceed "
+                f"min_chars_per_second ({self.min_chars_per_second})"
+            )
+
+
+# A one-word answer ("Yes.", "I.") on a short segment reads under 1 letter/s once the
+# VAD's padding and the pause around it are counted; from 2 s on, that little text
+# means the ASR heard far less than the audio holds.
+SLOW_TEXT_MIN_DURATION_S = 2.0
 
 
 # The rules of ``decide`` by stable name, in order: metadata keys and metrics labels.
@@ -60,6 +96,10 @@ REJECTION_RULES = (
     "clipping_ratio",
     "no_speech_prob",
     "compression_ratio",
+    "filler_phrase",
+    "repeated_ngram_ratio",
+    "longest_word_chars",
+    "chars_per_second",
     "topsis_score",
 )
 
@@ -84,7 +124,16 @@ def decide(scored: pl.DataFrame, policy: CurationPolicy) -> pl.DataFrame:
     4. ``clipping_ratio 0.048 > 0.010``
     5. ``no_speech_prob 0.82 > 0.60``
     6. ``compression_ratio 2.71 > 2.40``
-    7. ``topsis_score 0.41 < 0.50``
+    7. ``filler_phrase (stock ASR hallucination)`` (when ``reject_filler_phrases``)
+    8. ``repeated_ngram_ratio 0.73 > 0.50``
+    9. ``longest_word_chars 41 > 30``
+    10. ``chars_per_second 41.2 > 35.0`` / ``chars_per_second 0.6 < 1.0`` (the lower
+        bound only on segments of ``SLOW_TEXT_MIN_DURATION_S`` or more, and not on
+        text-less ones when ``require_text`` is off)
+    11. ``topsis_score 0.41 < 0.50``
+
+    Rules 7-10 read the columns of
+    :func:`~audio_platform.curation.criteria.add_plausibility_criteria`.
 
     A null/NaN value fails its rule as ``<column> missing``. Shown values are
     rounded towards failing (floor for ``<``, ceil for ``>``) so the message
@@ -132,17 +181,41 @@ def _rules(policy: CurationPolicy) -> list[tuple[str, pl.Expr, pl.Expr]]:
         _bound_rule("clipping_ratio", "clipping_ratio", ">", policy.max_clipping_ratio, 3),
         _bound_rule("no_speech_prob", "no_speech_prob", ">", policy.max_no_speech_prob, 2),
         _bound_rule("compression_ratio", "compression_ratio", ">", policy.max_compression_ratio, 2),
+    ]
+    if policy.reject_filler_phrases:
+        filler = pl.col("filler_phrase").cast(pl.Boolean)
+        rules.append(
+            (
+                "filler_phrase",
+                filler.is_null() | filler,
+                pl.when(filler.is_null())
+                .then(pl.lit("filler_phrase missing"))
+                .otherwise(pl.lit("filler_phrase (stock ASR hallucination)")),
+            )
+        )
+    long_enough = pl.col("duration_s").cast(pl.Float64) >= SLOW_TEXT_MIN_DURATION_S
+    if not policy.require_text:
+        # Empty transcripts were asked for: they are not "too little text".
+        long_enough = long_enough & (pl.col("chars_per_second").cast(pl.Float64) > 0)
+    rules += [
+        _bound_rule("repeated_ngram_ratio", "repeated_ngram_ratio", ">", policy.max_repeated_ngram_ratio, 2),
+        _bound_rule("longest_word_chars", "longest_word_chars", ">", policy.max_word_chars, 0),
+        _bound_rule("chars_per_second", "chars_per_second", ">", policy.max_chars_per_second, 1),
+        _bound_rule("chars_per_second", "chars_per_second", "<", policy.min_chars_per_second, 1, when=long_enough),
         _bound_rule("topsis_score", "topsis_score", "<", policy.min_score, 2),
     ]
     return rules
 
 
 def _bound_rule(
-    column: str, label: str, op: str, limit: float, decimals: int, unit: str = ""
+    column: str, label: str, op: str, limit: float, decimals: int, unit: str = "", when: pl.Expr | None = None
 ) -> tuple[str, pl.Expr, pl.Expr]:
+    """``when``: the bound is checked only where it holds (a missing value still fails)."""
     value = pl.col(column).cast(pl.Float64)
     missing = value.is_null() | value.is_nan()
     out_of_bounds = value < limit if op == "<" else value > limit
+    if when is not None:
+        out_of_bounds = out_of_bounds & when.fill_null(False)
     shown = _format_fixed(value, decimals, towards_floor=op == "<")
     message = (
         pl.when(missing)
@@ -162,10 +235,7 @@ def _format_fixed(value: pl.Expr, decimals: int, *, towards_floor: bool) -> pl.E
     # Non-finite values cannot go through the integer path; keep polars' text.
     digits = rounded.abs().cast(pl.Int64, strict=False)
     sign = pl.when(rounded < 0).then(pl.lit("-")).otherwise(pl.lit(""))
-    text = pl.concat_str(
-        sign,
-        (digits // scale).cast(pl.String),
-        pl.lit("."),
-        (digits % scale).cast(pl.String).str.zfill(decimals),
-    )
+    # No decimal point for whole numbers (a word length reads "41", not "41.").
+    fraction = [pl.lit("."), (digits % scale).cast(pl.String).str.zfill(decimals)] if decimals else []
+    text = pl.concat_str(sign, (digits // scale).cast(pl.String), *fraction)
     return pl.when(value.is_finite()).then(text).otherwise(value.cast(pl.String))

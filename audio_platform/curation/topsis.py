@@ -77,6 +77,14 @@ DEFAULT_CRITERIA: tuple[Criterion, ...] = (
     # gzip ratio of the transcript: ordinary text stays below ~1.8; Whisper
     # flags > 2.4 as repetitive/hallucinated output.
     Criterion("compression_ratio", weight=1.5, benefit=False, ideal=1.8, anti_ideal=2.4),
+    # Share of repeated word 3-grams (criteria.repeated_ngram_ratio): catches loops too
+    # short for the gzip ratio to notice. Real speech stays below 0.1 (a rhetorical
+    # repeat); 0.5 is the policy's rejection gate. Low weight: it overlaps
+    # compression_ratio on long loops, and the gate handles clear cases.
+    # The other plausibility columns are gates only: filler_phrase is a yes/no
+    # verdict, longest_word_chars matters only past garbage length, and
+    # chars_per_second would score the same rate as speaking_rate_deviation twice.
+    Criterion("repeated_ngram_ratio", weight=0.5, benefit=False, ideal=0.1, anti_ideal=0.5),
     # Octaves from 2.7 words/s: within 2**0.5 (1.9-3.8 w/s) is natural;
     # 2**1.5 = 2.8x too slow or fast (< 0.95 or > 7.6 w/s) means the text
     # does not match the audio.

@@ -28,8 +28,9 @@ from audio_platform.storage.tables import AUDIO_FILES, CURATED_SEGMENTS, CURATIO
     group_name="curation",
     kinds={"polars", "parquet"},
     description="Segments selected by the curation policy (score floor, duration bounds, language, "
-    "no-speech and compression ceilings). Tables: curated_segments, curation_decisions (every "
-    "segment with selected / rejection_reason).",
+    "no-speech and compression ceilings, hallucination rules: filler phrases, repeated n-grams, overlong "
+    "words, characters per second). Tables: curated_segments, curation_decisions (every segment with "
+    "selected / rejection_reason).",
 )
 def curated_segments(
     context: AssetExecutionContext, storage: PlatformStorage, curation: CurationResource, metering: MeteringResource

@@ -56,33 +56,30 @@ class PlatformStorage(ConfigurableResource):
         return cache.load(file_id)
 
 
+# The domain configs hold the defaults; the resources only describe them for the launchpad.
+_VAD, _ASR = VadConfig(), AsrConfig()
+
+
 class VadResource(ConfigurableResource):
     """Silero VAD segmentation (stage vad_segments). Durations are in seconds."""
 
-    threshold: float = Field(default=0.5, description="Speech probability that starts a speech span.")
-    min_speech_s: float = Field(default=0.25, description="Shorter speech spans are dropped.")
-    min_silence_s: float = Field(default=0.1, description="Silence that ends a speech span.")
-    speech_pad_s: float = Field(default=0.03, description="Padding added to both ends of each span.")
-    merge_gap_s: float = Field(default=0.3, description="Neighbouring spans closer than this are merged.")
-    max_segment_s: float = Field(
-        default=30.0, description="Longer spans are split at their lowest-probability frame (30 s = Whisper's window)."
+    threshold: float = Field(default=_VAD.threshold, description="Speech probability that starts a speech span.")
+    min_speech_s: float = Field(
+        default=_VAD.min_speech_s,
+        description="Shorter speech spans are dropped (0.1 s keeps a clipped one-syllable word such as 'six').",
     )
-    use_onnx: bool = Field(default=True, description="Run the ONNX model (else the TorchScript one).")
-    num_threads: int = Field(default=1, description="CPU threads of the VAD model.")
+    min_silence_s: float = Field(default=_VAD.min_silence_s, description="Silence that ends a speech span.")
+    speech_pad_s: float = Field(default=_VAD.speech_pad_s, description="Padding added to both ends of each span.")
+    merge_gap_s: float = Field(default=_VAD.merge_gap_s, description="Neighbouring spans closer than this are merged.")
+    max_segment_s: float = Field(
+        default=_VAD.max_segment_s,
+        description="Longer spans are split at their lowest-probability frame (30 s = Whisper's window).",
+    )
+    use_onnx: bool = Field(default=_VAD.use_onnx, description="Run the ONNX model (else the TorchScript one).")
+    num_threads: int = Field(default=_VAD.num_threads, description="CPU threads of the VAD model.")
 
     def build(self) -> SileroVad:
-        return SileroVad(
-            VadConfig(
-                threshold=self.threshold,
-                min_speech_s=self.min_speech_s,
-                min_silence_s=self.min_silence_s,
-                speech_pad_s=self.speech_pad_s,
-                merge_gap_s=self.merge_gap_s,
-                max_segment_s=self.max_segment_s,
-                use_onnx=self.use_onnx,
-                num_threads=self.num_threads,
-            )
-        )
+        return SileroVad(VadConfig(**{name: getattr(self, name) for name in type(self).model_fields}))
 
 
 class AsrResource(ConfigurableResource):
@@ -94,7 +91,7 @@ class AsrResource(ConfigurableResource):
     )
     device: str = Field(default="auto", description="AUDIO_PLATFORM_ASR_DEVICE: cpu, cuda or auto.")
     compute_type: str = Field(default="default", description="AUDIO_PLATFORM_ASR_COMPUTE_TYPE (CTranslate2).")
-    beam_size: int = Field(default=5, description="AUDIO_PLATFORM_ASR_BEAM_SIZE: decoder beam width.")
+    beam_size: int = Field(default=_ASR.beam_size, description="AUDIO_PLATFORM_ASR_BEAM_SIZE: decoder beam width.")
     batch_size: int = Field(
         default=0,
         description="AUDIO_PLATFORM_ASR_BATCH_SIZE: 30-s windows decoded together; 0 = automatic "
@@ -103,24 +100,26 @@ class AsrResource(ConfigurableResource):
     cpu_threads: int = Field(default=0, description="AUDIO_PLATFORM_ASR_CPU_THREADS: 0 = automatic.")
     language: str | None = Field(default="en", description="Language to transcribe; null: detect per segment.")
     pack_across_files: bool = Field(
-        default=False,
+        default=_ASR.pack_across_files,
         description="AUDIO_PLATFORM_ASR_PACK_ACROSS_FILES: let segments of different files share a window "
         "(faster on short files; their words may bleed into each other).",
     )
+    context_pad_s: float = Field(
+        default=_ASR.context_pad_s,
+        description="Seconds of the file's own audio decoded around each segment (at most half the pause to "
+        "the next one): context at the VAD cut instead of digital silence.",
+    )
+    temperature_fallback: bool = Field(
+        default=_ASR.temperature_fallback,
+        description="Decode a segment again with Whisper's temperature fallback when its decode failed by "
+        "Whisper's own signs (repetitive text, unlikely tokens, too many words, a word stretched over speech).",
+    )
 
     def build(self) -> WhisperTranscriber:
-        return WhisperTranscriber(
-            AsrConfig(
-                model_path=self.model_path,
-                device=self.device,
-                compute_type=self.compute_type,
-                beam_size=self.beam_size,
-                batch_size=self.batch_size,
-                cpu_threads=self.cpu_threads,
-                language=self.language,
-                pack_across_files=self.pack_across_files,
-            )
-        )
+        return WhisperTranscriber(AsrConfig(**{name: getattr(self, name) for name in type(self).model_fields}))
+
+
+_POLICY = CurationPolicy()
 
 
 class CurationResource(ConfigurableResource):
@@ -131,16 +130,47 @@ class CurationResource(ConfigurableResource):
         description='Per-criterion overrides of weight / ideal / anti_ideal, e.g. {"snr_db": {"weight": 3.0}}; '
         "weight 0 disables a criterion; unknown names are rejected with the list of known ones.",
     )
-    min_score: float = Field(default=0.5, description="Lowest TOPSIS score selected.")
-    min_duration_s: float = Field(default=1.0, description="Shorter segments are rejected.")
-    max_duration_s: float = Field(default=30.0, description="Longer segments are rejected.")
-    languages: list[str] = Field(default=["en"], description="Accepted transcript languages; empty: any.")
-    max_no_speech_prob: float = Field(default=0.6, description="Segments the ASR deems likelier silent are rejected.")
-    max_compression_ratio: float = Field(default=2.4, description="More repetitive transcripts are rejected.")
-    max_clipping_ratio: float = Field(
-        default=0.01, description="More clipped segments are rejected whatever their score; 1.0 disables the gate."
+    min_score: float = Field(default=_POLICY.min_score, description="Lowest TOPSIS score selected.")
+    min_duration_s: float = Field(default=_POLICY.min_duration_s, description="Shorter segments are rejected.")
+    max_duration_s: float = Field(default=_POLICY.max_duration_s, description="Longer segments are rejected.")
+    languages: list[str] = Field(
+        default=list(_POLICY.languages), description="Accepted transcript languages; empty: any."
     )
-    require_text: bool = Field(default=True, description="Reject segments with an empty transcript.")
+    max_no_speech_prob: float = Field(
+        default=_POLICY.max_no_speech_prob, description="Segments the ASR deems likelier silent are rejected."
+    )
+    max_compression_ratio: float = Field(
+        default=_POLICY.max_compression_ratio, description="More repetitive transcripts are rejected."
+    )
+    max_clipping_ratio: float = Field(
+        default=_POLICY.max_clipping_ratio,
+        description="More clipped segments are rejected whatever their score; 1.0 disables the gate.",
+    )
+    require_text: bool = Field(default=_POLICY.require_text, description="Reject segments with an empty transcript.")
+    max_repeated_ngram_ratio: float = Field(
+        default=_POLICY.max_repeated_ngram_ratio,
+        description="Transcripts whose word 3-grams (2-grams under 8 words) repeat more often are rejected as "
+        "decoding loops; 1.0 disables the gate.",
+    )
+    max_word_chars: int = Field(
+        default=_POLICY.max_word_chars,
+        description="Transcripts with a longer word (letters and digits) are rejected as decoder garbage; raise "
+        "it for languages with long compounds.",
+    )
+    max_chars_per_second: float = Field(
+        default=_POLICY.max_chars_per_second,
+        description="More letters and digits per second of segment than anyone says: the text was not heard there.",
+    )
+    min_chars_per_second: float = Field(
+        default=_POLICY.min_chars_per_second,
+        description="Fewer letters and digits per second, on segments of 2 s or more: the ASR missed the speech; "
+        "0 disables the gate.",
+    )
+    reject_filler_phrases: bool = Field(
+        default=_POLICY.reject_filler_phrases,
+        description='Reject stock ASR hallucinations: a transcript that is only "Thank you." / "you" and the '
+        'like, or holds a credits formula ("thanks for watching", "subtitles by").',
+    )
 
     def criteria(self) -> tuple[Criterion, ...]:
         if not self.criteria_overrides:
@@ -157,4 +187,9 @@ class CurationResource(ConfigurableResource):
             max_compression_ratio=self.max_compression_ratio,
             max_clipping_ratio=self.max_clipping_ratio,
             require_text=self.require_text,
+            max_repeated_ngram_ratio=self.max_repeated_ngram_ratio,
+            max_word_chars=self.max_word_chars,
+            max_chars_per_second=self.max_chars_per_second,
+            min_chars_per_second=self.min_chars_per_second,
+            reject_filler_phrases=self.reject_filler_phrases,
         )

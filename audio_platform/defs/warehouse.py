@@ -4,6 +4,7 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, Metadata
 
 from audio_platform.defs.automation import AFTER_UPSTREAM_UPDATES
 from audio_platform.defs.curation import curated_segments
+from audio_platform.defs.evaluation import asr_evaluation
 from audio_platform.defs.ingest import raw_audio_files
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.resources import PlatformStorage
@@ -28,6 +29,7 @@ FROM curation_decisions GROUP BY shard ORDER BY shard
         WORDS_KEY,
         segment_scores,
         curated_segments,
+        asr_evaluation,
         # By key: the keyword assets are built per deployment from the configured keywords.
         AssetKey("keyword_dataset"),
         AssetKey("keyword_model"),
@@ -38,7 +40,8 @@ FROM curation_decisions GROUP BY shard ORDER BY shard
     kinds={"duckdb"},
     description="One DuckDB file (AUDIO_PLATFORM_HOME/warehouse.duckdb) with a view per lake table: "
     "audio_files, segments, transcripts, words, segment_scores, curated_segments, curation_decisions, "
-    "shard_files, keyword_clips, models. Published atomically; open it read-only from any DuckDB client.",
+    "shard_files, asr_evaluation, keyword_clips, models. Published atomically; open it read-only from any "
+    "DuckDB client.",
 )
 def warehouse(
     context: AssetExecutionContext, storage: PlatformStorage, metering: MeteringResource

@@ -153,6 +153,30 @@ CURATION_DECISIONS = Table(
     {"segment_id": STR, "shard": STR, "selected": BOOL, "rejection_reason": STR, "topsis_score": F64},
 )
 
+ASR_EVALUATION = Table(
+    "asr_evaluation",
+    "one file's transcript scored against the drop's reference transcript (file_metadata)",
+    {
+        "file_id": STR,
+        "shard": STR,
+        "drop_id": STR,
+        "rel_path": STR,
+        "source_group": STR,
+        "reference_text": STR,
+        "hypothesis_text": STR,
+        "reference_words": I64,
+        "substitutions": I64,
+        "deletions": I64,
+        "insertions": I64,
+        "word_errors": I64,
+        "wer": F64,
+        "reference_chars": I64,
+        "char_errors": I64,
+        "cer": F64,
+        "asr_model": STR,
+    },
+)
+
 MODELS = Table(
     "models",
     "one registered model version (mirrored from the MLflow registry, one partition per keyword)",
@@ -274,6 +298,7 @@ LAKE_TABLES: tuple[Table, ...] = (
     WORDS,
     CURATED_SEGMENTS,
     CURATION_DECISIONS,
+    ASR_EVALUATION,
     MODELS,
     STAGE_RUNS,
 )
@@ -326,6 +351,13 @@ COLUMN_DOCS: dict[str, str] = {
     "speaking_rate_deviation": "octaves between `speaking_rate` and a natural 2.7 words/s",
     "loudness_deviation_db": "dB between `loudness_dbfs` and the -23 dBFS target",
     "duration_fitness": "1 for 2-15 s segments, falling linearly to 0 at 0 s and at 30 s",
+    "repeated_ngram_ratio": "share of the transcript's word 3-grams (2-grams under 8 words) that repeat an earlier "
+    "one, case and punctuation ignored; 0 under 4 words (above 0.5: a decoding loop)",
+    "longest_word_chars": "characters of the transcript's longest word (letters, digits, apostrophes; scripts "
+    "written without spaces left out)",
+    "chars_per_second": "letters and digits of the transcript per second of segment",
+    "filler_phrase": "the transcript is a stock ASR hallucination: only 'thank you', 'you' and the like, or it "
+    "holds a credits formula ('thanks for watching', 'subtitles by')",
     "topsis_score": "TOPSIS closeness in [0, 1] to fixed ideal points, comparable across shards",
     "selected": "whether the segment is in `curated_segments`",
     "rejection_reason": "the first selection rule the segment failed; null when selected",
@@ -377,6 +409,19 @@ COLUMN_DOCS: dict[str, str] = {
     "keyword_clips.word": "the normalized word centred in the clip; null when the clip is not a word",
     "speaker": "the recording's speaker: the drop metadata's speaker, else the name the speaker pattern "
     "finds in the file name (e.g. `<speaker>_nohash_<n>.wav`), else the `file_id`",
+    "source_group": "the group a file's accuracy is pooled in: its first folder(s) under the drop (the "
+    "`asr_evaluation` asset's `source_group_depth`, default 1), `(drop root)` for files at the top",
+    "asr_evaluation.reference_text": "the drop metadata's reference transcript of the file, as written",
+    "hypothesis_text": "the file's transcripts joined in time order (empty when nothing was recognized)",
+    "reference_words": "words of the normalized reference (see docs/tables.md, asr_evaluation)",
+    "substitutions": "reference words replaced by another word in the best alignment",
+    "deletions": "reference words missing from the transcript",
+    "insertions": "transcript words with no reference word",
+    "word_errors": "substitutions + deletions + insertions",
+    "wer": "word_errors / reference_words (null for an empty reference)",
+    "reference_chars": "characters of the normalized reference, spaces included",
+    "char_errors": "character edits (Levenshtein) from the normalized reference to the normalized transcript",
+    "cer": "char_errors / reference_chars (null for an empty reference)",
     "file_metadata.speaker": "the row's `speaker_id` (or `speaker`, `client_id`) column",
     "file_metadata.language": "the row's `language` (or `locale`, `lang`) column",
     "file_metadata.reason": "why the file has no usable row (no row, unreadable metadata file), or a note "

@@ -20,7 +20,10 @@ from audio_platform.audio.asr import (
     Piece,
     SegmentTranscript,
     WhisperTranscriber,
+    WordTiming,
     _implausible,
+    _render,
+    _SpeechContext,
     default_model_path,
     fitted_gpu_batch,
     halving_on_out_of_memory,
@@ -207,14 +210,58 @@ def test_offset_map_round_trips_and_assigns_gap_words_to_the_nearer_piece() -> N
     assert window.pieces[1].to_file_time(9.0) == 11.5
 
 
+def _words(n: int, duration_s: float) -> list[WordTiming]:
+    step = duration_s / max(n, 1)
+    return [WordTiming(f"w{i}", i * step, (i + 1) * step, 0.9) for i in range(n)]
+
+
 def test_a_piece_with_an_impossible_word_count_is_flagged_for_a_window_of_its_own() -> None:
     piece = Piece(item=0, segment=0, file_start_s=0.0, file_end_s=3.0, window_start_s=0.0)
-    assert _implausible(piece, words=1)  # a garbled word for a 3-s sentence
-    assert not _implausible(piece, words=3)
-    assert not _implausible(piece, words=12)  # 4 words/s: fast, but speech
-    assert _implausible(piece, words=16)  # a neighbour's sentence landed here
+    assert _implausible(piece, _words(1, 1.0))  # a garbled word for a 3-s sentence
+    assert not _implausible(piece, _words(3, 3.0))
+    assert not _implausible(piece, _words(12, 3.0))  # 4 words/s: fast, but speech
+    assert _implausible(piece, _words(16, 3.0))  # a neighbour's sentence landed here
     short = Piece(item=0, segment=0, file_start_s=0.0, file_end_s=1.0, window_start_s=0.0)
-    assert not _implausible(short, words=0)  # too short to judge: a lone "yes" may be missed
+    assert not _implausible(short, [])  # too short to judge: a lone "yes" may be missed
+
+
+def test_a_word_stretched_over_skipped_speech_flags_its_piece() -> None:
+    # Measured on LJ050-0245: "the" aligned over 2.3 s where "service could or should increase" was skipped.
+    piece = Piece(item=0, segment=0, file_start_s=4.16, file_end_s=10.04, window_start_s=0.0)
+    words = [WordTiming("that", 5.18, 5.62, 0.98), WordTiming("the", 5.62, 7.9, 0.99), WordTiming("its", 7.9, 8.3, 0.5)]
+    words += _words(8, 1.5)  # enough words that the count alone looks like speech
+    assert _implausible(piece, words)
+    assert not _implausible(piece, [w for w in words if w.word != "the"])
+
+
+def test_context_is_the_files_own_audio_up_to_half_a_long_pause_and_never_inside_speech() -> None:
+    context = _SpeechContext([[(1.0, 2.0), (2.4, 5.0), (9.0, 10.0)]], [10.5], pad_s=1.0)
+    assert context.pads((0, 0, 1.0, 2.0)) == pytest.approx((1.0, 0.0))  # a 0.4-s pause: no context across it
+    assert context.pads((0, 1, 2.4, 3.5)) == pytest.approx((0.0, 0.0))  # a split: its cut is inside speech
+    assert context.pads((0, 1, 3.5, 5.0)) == pytest.approx((0.0, 1.0))  # 4 s to the next segment
+    assert context.pads((0, 2, 9.0, 10.0)) == pytest.approx((1.0, 0.5))  # the file ends 0.5 s later
+    between = _SpeechContext([[(0.0, 1.0), (3.0, 4.0)]], [4.0], pad_s=1.5)
+    assert between.pads((0, 0, 0.0, 1.0)) == pytest.approx((0.0, 1.0))  # half the 2-s pause
+    assert _SpeechContext([[(1.0, 2.0)]], [3.0], pad_s=0.0).pads((0, 0, 1.0, 2.0)) == (0.0, 0.0)
+
+
+def test_packed_pieces_carry_their_context_and_render_the_files_audio_around_them() -> None:
+    audio = np.arange(5 * SAMPLE_RATE, dtype=np.float32) / (5 * SAMPLE_RATE)
+    spans = [(0, 0, 1.0, 2.0), (0, 1, 3.0, 4.0)]
+    (window,) = pack_pieces(spans, window_s=30.0, gap_s=0.5, context=lambda span: (0.25, 0.25))
+    first, second = window.pieces
+    assert (first.window_start_s, first.pad_before_s, first.pad_after_s) == (0.25, 0.25, 0.25)
+    assert second.window_start_s == pytest.approx(1.25 + 0.25 + 0.5 + 0.25)  # core, context, gap, context
+    assert window.duration_s == pytest.approx(second.window_end_s + 0.25)
+    rendered = _render(window, [audio])
+    # The window opens on the first piece's context (file time 0.75 s); between contexts is silence.
+    assert rendered[0] == pytest.approx(audio[round(0.75 * SAMPLE_RATE)])
+    gap = rendered[round(1.5 * SAMPLE_RATE) + 10 : round(2.0 * SAMPLE_RATE) - 10]
+    assert not gap.any()
+    # Context shrinks so that a span and its context fit the window.
+    (tight,) = pack_pieces([(0, 0, 0.0, 29.8)], window_s=30.0, gap_s=0.5, context=lambda span: (1.0, 1.0))
+    assert tight.pieces[0].pad_before_s + tight.pieces[0].pad_after_s == pytest.approx(0.2)
+    assert tight.duration_s <= 30.0
 
 
 def test_packing_rejects_a_span_longer_than_the_window() -> None:

@@ -11,14 +11,20 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from audio_platform.curation.criteria import (
+    FILLER_FORMULAS,
+    FILLER_WHOLE_TEXTS,
     LOUDNESS_FLOOR_DBFS,
     SAMPLE_RATE,
     SNR_MAX_DB,
     SNR_MIN_DB,
     acoustic_features,
+    add_plausibility_criteria,
     add_text_criteria,
     estimate_snr_db,
+    is_filler_phrase,
+    repeated_ngram_ratio,
 )
+from audio_platform.evaluation.wer import normalize_text
 
 SECONDS = 3.0
 
@@ -143,7 +149,7 @@ def test_speaking_rate_counts_whitespace_separated_words() -> None:
         _frame(text=["  hello   world\tfoo ", "", None, "ab cd"], duration_s=[1.5, 2.0, 2.0, 2.0])
     )
     assert out["speaking_rate"].to_list() == [2.0, 0.0, 0.0, 1.0]
-    assert out["chars_per_s"].to_list() == pytest.approx([13 / 1.5, 0.0, 0.0, 2.0])
+    assert out["chars_per_second"].to_list() == pytest.approx([13 / 1.5, 0.0, 0.0, 2.0])
 
 
 def test_speaking_rate_deviation_is_octaves_from_natural_rate() -> None:
@@ -171,7 +177,7 @@ def test_all_null_text_column_counts_as_empty() -> None:
 
 def test_unusable_duration_gives_null_rates() -> None:
     out = add_text_criteria(_frame(duration_s=[None, 0.0]))
-    for column in ("speaking_rate", "chars_per_s", "speaking_rate_deviation", "duration_fitness"):
+    for column in ("speaking_rate", "chars_per_second", "speaking_rate_deviation", "duration_fitness"):
         assert out[column].to_list() == [None, None]
 
 
@@ -184,3 +190,114 @@ def test_add_text_criteria_keeps_input_columns_and_rows() -> None:
 def test_add_text_criteria_requires_columns() -> None:
     with pytest.raises(ValueError, match="loudness_dbfs"):
         add_text_criteria(pl.DataFrame({"duration_s": [1.0], "text": ["a"]}))
+
+
+LOOP = ", ".join(["we are going to do this"] * 4)
+JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+def test_repeated_ngram_ratio_flags_a_decoding_loop() -> None:
+    # 24 words, 22 trigrams of which only the first 6 are new.
+    assert repeated_ngram_ratio(LOOP) == pytest.approx(16 / 22)
+    assert repeated_ngram_ratio("She had your dark suit in greasy wash water all year.") == 0.0
+    # A rhetorical repeat in real speech stays low: one trigram of 20 ("can do for").
+    assert repeated_ngram_ratio(JFK) == pytest.approx(1 / 20)
+    # Case and punctuation do not hide a loop.
+    assert repeated_ngram_ratio("Stop. STOP, stop! stop") == repeated_ngram_ratio("stop stop stop stop")
+
+
+def test_repeated_ngram_ratio_uses_bigrams_on_short_texts_and_spares_very_short_ones() -> None:
+    # 6 words: bigrams ("go on", "on go" recur), where trigrams would be only four.
+    assert repeated_ngram_ratio("go on go on go on") == pytest.approx(3 / 5)
+    assert repeated_ngram_ratio("stop stop stop stop") == pytest.approx(2 / 3)
+    # Under 4 words a repeat is as likely emphasis as a loop.
+    for text in ("no no no", "yes yes", "", None):
+        assert repeated_ngram_ratio(text) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "filler"),
+    [
+        ("Thank you.", True),
+        ("THANK YOU!!!", True),
+        ("you", True),
+        ("Thank you. Thank you. Thank you.", True),
+        ("Thanks for watching!", True),
+        ("Subtitles by the Amara.org community", True),
+        ("Please subscribe to my channel.", True),
+        ("and that is all for today, thanks for watching and see you next week", True),
+        ("Transcribed by ESO, translated by —", True),
+        # Real speech: the phrase inside a longer transcript is not a hallucination.
+        ("thank you very much for coming to the meeting today", False),
+        ("Thank you for listening to this demonstration.", False),
+        ("You know what, thank you", False),
+        ("young people", False),
+        ("Yes.", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_filler_phrases(text: str | None, filler: bool) -> None:
+    assert is_filler_phrase(text) is filler
+
+
+def test_filler_phrase_lists_are_in_normalized_form() -> None:
+    # They are matched against normalize_text output, so they must be written in it.
+    for phrase in (*FILLER_WHOLE_TEXTS, *FILLER_FORMULAS):
+        assert normalize_text(phrase) == phrase
+
+
+def _texts(texts: Sequence[str | None], durations: Sequence[float | None]) -> pl.DataFrame:
+    return add_plausibility_criteria(pl.DataFrame({"text": texts, "duration_s": durations}))
+
+
+def test_longest_word_chars() -> None:
+    out = _texts(
+        [
+            "so " + "xq" * 20,
+            "she sells sea shells",
+            "don't stop",
+            # Spelled-out letters and hyphenated compounds are split at the hyphens.
+            "P-I-T-T-S-B-U-R-G-H, a state-of-the-art twenty-five-year-old",
+            # Scripts without spaces between words are not one long word.
+            "我们今天去公园散步吧好不好呢我们今天去公园散步吧好不好呢",
+            "",
+            None,
+        ],
+        [2.0] * 7,
+    )
+    assert out["longest_word_chars"].to_list() == [40, 6, 5, 6, 0, 0, 0]
+
+
+def test_chars_per_second_counts_letters_and_digits() -> None:
+    out = _texts(["Hello, world! 42 -- ok...", "бедняга ребят", "", "a", "a"], [2.0, 1.0, 3.0, None, 0.0])
+    assert out["chars_per_second"].to_list() == pytest.approx([7.0, 12.0, 0.0, None, None])
+
+
+def test_plausibility_columns_on_a_frame() -> None:
+    out = _texts(
+        [LOOP, "Thank you.", "thank you very much for coming to the meeting today", None], [6.0, 3.0, 3.0, 2.0]
+    )
+    assert out.columns == [
+        "text",
+        "duration_s",
+        "repeated_ngram_ratio",
+        "longest_word_chars",
+        "chars_per_second",
+        "filler_phrase",
+    ]
+    assert out["repeated_ngram_ratio"].to_list() == pytest.approx([16 / 22, 0.0, 0.0, 0.0])
+    assert out["filler_phrase"].to_list() == [False, True, False, False]
+    assert out["chars_per_second"][1] == pytest.approx(8 / 3)
+    assert out.schema["longest_word_chars"] == pl.Int64 and out.schema["filler_phrase"] == pl.Boolean
+    # All-null text (dtype Null) and an empty frame keep working.
+    all_null = add_plausibility_criteria(pl.DataFrame({"text": [None], "duration_s": [1.0]}))
+    assert all_null["filler_phrase"].to_list() == [False]
+    assert _texts([], []).height == 0
+
+
+def test_add_text_criteria_adds_the_plausibility_columns() -> None:
+    out = add_text_criteria(_frame(text=[LOOP], duration_s=[6.0]))
+    assert out["repeated_ngram_ratio"].to_list() == pytest.approx([16 / 22])
+    with pytest.raises(ValueError, match="duration_s"):
+        add_plausibility_criteria(pl.DataFrame({"text": ["a"]}))

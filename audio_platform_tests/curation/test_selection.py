@@ -9,9 +9,10 @@ import polars as pl
 import pytest
 
 from audio_platform.audio.dsp import SAMPLE_RATE
-from audio_platform.curation.criteria import acoustic_features, add_text_criteria
+from audio_platform.curation.criteria import acoustic_features, add_plausibility_criteria, add_text_criteria
 from audio_platform.curation.selection import REJECTION_RULES, CurationPolicy, decide, rejection_rule
 from audio_platform.curation.topsis import score_frame
+from audio_platform_tests.conftest import corpus_manifest, requires_corpus
 
 GOOD: dict[str, Any] = {
     "text": "a perfectly ordinary sentence",
@@ -20,6 +21,10 @@ GOOD: dict[str, Any] = {
     "no_speech_prob": 0.05,
     "compression_ratio": 1.4,
     "clipping_ratio": 0.0,
+    "repeated_ngram_ratio": 0.0,
+    "longest_word_chars": 9,
+    "chars_per_second": 5.2,
+    "filler_phrase": False,
     "topsis_score": 0.9,
 }
 
@@ -44,6 +49,15 @@ def _decide(rows: list[dict[str, Any]], policy: CurationPolicy | None = None) ->
         ({"no_speech_prob": 0.82}, "no_speech_prob 0.82 > 0.60"),
         ({"no_speech_prob": math.nan}, "no_speech_prob missing"),
         ({"compression_ratio": 2.71}, "compression_ratio 2.71 > 2.40"),
+        ({"filler_phrase": True}, "filler_phrase (stock ASR hallucination)"),
+        ({"filler_phrase": None}, "filler_phrase missing"),
+        ({"repeated_ngram_ratio": 0.7273}, "repeated_ngram_ratio 0.73 > 0.50"),
+        ({"longest_word_chars": 41}, "longest_word_chars 41 > 30"),
+        ({"chars_per_second": 41.23}, "chars_per_second 41.3 > 35.0"),
+        ({"chars_per_second": 0.66, "duration_s": 3.0}, "chars_per_second 0.6 < 1.0"),
+        # The lower rate bound spares short segments: "I." on 1.5 s is speech.
+        ({"chars_per_second": 0.66, "duration_s": 1.5}, None),
+        ({"chars_per_second": None}, "chars_per_second missing"),
         ({"topsis_score": 0.41}, "topsis_score 0.41 < 0.50"),
         # Displayed values round towards failing, never "0.50 < 0.50".
         ({"topsis_score": 0.4999}, "topsis_score 0.49 < 0.50"),
@@ -51,6 +65,8 @@ def _decide(rows: list[dict[str, Any]], policy: CurationPolicy | None = None) ->
         ({"topsis_score": None}, "topsis_score missing"),
         ({"no_speech_prob": 0.6}, None),  # bounds are inclusive
         ({"topsis_score": 0.5}, None),
+        ({"repeated_ngram_ratio": 0.5, "longest_word_chars": 30, "chars_per_second": 35.0}, None),
+        ({"chars_per_second": 1.0, "duration_s": 10.0}, None),
     ],
 )
 def test_each_rule_and_its_message(row: dict[str, Any], reason: str | None) -> None:
@@ -67,6 +83,12 @@ RULE_EXAMPLES = [
     ({"clipping_ratio": 0.05}, "clipping_ratio"),
     ({"no_speech_prob": math.nan}, "no_speech_prob"),
     ({"compression_ratio": 2.71}, "compression_ratio"),
+    ({"filler_phrase": True}, "filler_phrase"),
+    ({"filler_phrase": None}, "filler_phrase"),
+    ({"repeated_ngram_ratio": 0.9}, "repeated_ngram_ratio"),
+    ({"longest_word_chars": 45}, "longest_word_chars"),
+    ({"chars_per_second": 50.0}, "chars_per_second"),
+    ({"chars_per_second": 0.2, "duration_s": 10.0}, "chars_per_second"),
     ({"topsis_score": None}, "topsis_score"),
 ]
 
@@ -91,10 +113,25 @@ def test_first_failing_rule_wins() -> None:
         "clipping_ratio": 0.5,
         "no_speech_prob": 0.9,
         "compression_ratio": 3.0,
+        "filler_phrase": True,
+        "repeated_ngram_ratio": 0.8,
+        "longest_word_chars": 40,
+        "chars_per_second": 40.0,
         "topsis_score": 0.1,
     }
     reasons = []
-    fields = ("text", "language", "duration_s", "clipping_ratio", "no_speech_prob", "compression_ratio")
+    fields = (
+        "text",
+        "language",
+        "duration_s",
+        "clipping_ratio",
+        "no_speech_prob",
+        "compression_ratio",
+        "filler_phrase",
+        "repeated_ngram_ratio",
+        "longest_word_chars",
+        "chars_per_second",
+    )
     for field in (*fields, "topsis_score"):
         out = _decide([everything_wrong])
         reasons.append(out["rejection_reason"][0])
@@ -106,19 +143,26 @@ def test_first_failing_rule_wins() -> None:
         "clipping_ratio 0.500 > 0.010",
         "no_speech_prob 0.90 > 0.60",
         "compression_ratio 3.00 > 2.40",
+        "filler_phrase (stock ASR hallucination)",
+        "repeated_ngram_ratio 0.80 > 0.50",
+        "longest_word_chars 40 > 30",
+        "chars_per_second 40.0 > 35.0",
         "topsis_score 0.10 < 0.50",
     ]
     assert _decide([everything_wrong])["selected"].to_list() == [True]
 
 
 def test_policy_switches() -> None:
-    permissive = CurationPolicy(languages=(), require_text=False)
-    out = _decide([{"text": "", "language": "ja"}], permissive)
+    permissive = CurationPolicy(languages=(), require_text=False, reject_filler_phrases=False)
+    out = _decide([{"text": "", "language": "ja", "filler_phrase": True}], permissive)
     assert out["selected"].to_list() == [True]
     # Rules that are switched off do not need their columns.
     assert decide(
-        pl.DataFrame({k: [v] for k, v in GOOD.items() if k not in ("text", "language")}), permissive
+        pl.DataFrame({k: [v] for k, v in GOOD.items() if k not in ("text", "language", "filler_phrase")}), permissive
     )["selected"].to_list() == [True]
+    # Without require_text, an empty transcript is not "too little text" either.
+    empty = {"text": "", "duration_s": 5.0, "chars_per_second": 0.0}
+    assert _decide([empty], CurationPolicy(require_text=False))["selected"].to_list() == [True]
     multi = _decide([{"language": "de"}, {"language": "fr"}], CurationPolicy(languages=("en", "de")))
     assert multi["rejection_reason"].to_list() == [None, "language fr not in (en, de)"]
 
@@ -148,6 +192,10 @@ def test_decide_requires_columns() -> None:
         {"max_no_speech_prob": 1.2},
         {"max_compression_ratio": 0.0},
         {"max_clipping_ratio": -0.1},
+        {"max_repeated_ngram_ratio": 1.5},
+        {"max_word_chars": 0},
+        {"min_chars_per_second": -1.0},
+        {"min_chars_per_second": 5.0, "max_chars_per_second": 4.0},
     ],
 )
 def test_policy_validation(kwargs: dict[str, Any]) -> None:
@@ -199,3 +247,86 @@ def test_pipeline_on_synthetic_audio() -> None:
     # Clipping alone leaves the score above the threshold; the gate rejects it.
     assert scores["clipped"] > CurationPolicy().min_score
     assert decided["rejection_reason"][2].startswith("clipping_ratio")
+
+
+def test_plausibility_rules_on_hand_made_transcripts() -> None:
+    """Texts -> plausibility columns -> decision: each hallucination falls to its own rule."""
+    rows = [
+        ("a normal sentence", "she sells sea shells by the sea shore today", 3.0),
+        ("looping", ", ".join(["we are going to do this"] * 4), 6.0),
+        ("thank you on noise", "Thank you.", 3.0),
+        ("real thanks", "thank you very much for coming to the meeting today", 3.5),
+        ("credits", "Subtitles by the Amara.org community", 3.0),
+        ("garbage token", "so " + "ab" * 20, 2.0),
+        # 69 letters in 1.5 s (10 words/s).
+        ("too much text", "the quick brown fox jumps over the lazy dog while seven zebras quietly graze beyond", 1.5),
+        ("too little text", "Oh.", 6.0),
+    ]
+    frame = pl.DataFrame(
+        [{**GOOD, "segment_id": name, "text": text, "duration_s": duration} for name, text, duration in rows]
+    ).drop("repeated_ngram_ratio", "longest_word_chars", "chars_per_second", "filler_phrase")
+    decided = decide(add_plausibility_criteria(frame), CurationPolicy())
+    reasons = dict(zip(decided["segment_id"], decided["rejection_reason"], strict=True))
+    assert reasons == {
+        "a normal sentence": None,
+        "looping": "repeated_ngram_ratio 0.73 > 0.50",
+        "thank you on noise": "filler_phrase (stock ASR hallucination)",
+        "real thanks": None,
+        "credits": "filler_phrase (stock ASR hallucination)",
+        "garbage token": "longest_word_chars 40 > 30",
+        "too much text": "chars_per_second 46.0 > 35.0",
+        "too little text": "chars_per_second 0.3 < 1.0",
+    }
+
+
+@requires_corpus
+def test_corpus_transcripts_pass_every_plausibility_rule() -> None:
+    """The corpus's reference transcripts (real speech), with their files' durations as a proxy
+    for a segment's, pass the default plausibility rules: the defaults reject none of it."""
+    rows = [row for row in corpus_manifest().values() if row["transcript"].strip()]
+    assert len(rows) > 100
+    frame = pl.DataFrame(
+        [{**GOOD, "text": row["transcript"], "duration_s": float(row["duration_s"])} for row in rows]
+    ).drop("repeated_ngram_ratio", "longest_word_chars", "chars_per_second", "filler_phrase")
+    # Only the plausibility rules are under test: some corpus files are shorter than a
+    # segment may be (single AN4 words) or not English (DeepSpeech's Russian clip).
+    policy = CurationPolicy(min_duration_s=0.0, max_duration_s=1000.0, languages=())
+    decided = decide(add_plausibility_criteria(frame), policy)
+    rejected = decided.filter(~pl.col("selected")).select("text", "duration_s", "rejection_reason")
+    assert rejected.height == 0, rejected.rows()
+
+
+def test_the_curation_resource_exposes_every_policy_field_with_its_default() -> None:
+    from audio_platform.defs.resources import CurationResource
+
+    policy_fields = set(asdict(CurationPolicy()))
+    assert policy_fields <= set(CurationResource.model_fields)
+    assert CurationResource().policy() == CurationPolicy()
+    strict = CurationResource(max_word_chars=20, reject_filler_phrases=False, min_chars_per_second=0.0).policy()
+    assert (strict.max_word_chars, strict.reject_filler_phrases, strict.min_chars_per_second) == (20, False, 0.0)
+
+
+def test_curate_shard_computes_the_plausibility_columns_itself() -> None:
+    """A segment_scores shard written before the plausibility columns existed still curates,
+    and the policy sees the hallucination in the transcript."""
+    from audio_platform.stages import curate_shard
+
+    ids = ["a-0", "a-5000"]
+    scores = pl.DataFrame(
+        {"segment_id": ids, "shard": ["s"] * 2, "topsis_score": [0.9] * 2, "clipping_ratio": [0.0] * 2}
+    )
+    segments = pl.DataFrame(
+        {"segment_id": ids, "file_id": ["a"] * 2, "start_s": [0.0, 5.0], "end_s": [4.0, 8.0], "duration_s": [4.0, 3.0]}
+    )
+    transcripts = pl.DataFrame(
+        {
+            "segment_id": ids,
+            "text": ["and so my fellow americans ask not", "Thank you."],
+            "language": ["en"] * 2,
+            "no_speech_prob": [0.1] * 2,
+            "compression_ratio": [1.2] * 2,
+        }
+    )
+    files = pl.DataFrame({"file_id": ["a"], "source_path": ["/drop/a.wav"], "status": ["ok"]})
+    decisions = curate_shard(scores, segments, transcripts, files, CurationPolicy())
+    assert decisions["rejection_reason"].to_list() == [None, "filler_phrase (stock ASR hallucination)"]

@@ -200,7 +200,14 @@ def test_parse_criteria_errors(spec: dict[str, Any], message: str) -> None:
 
 
 def _words(n: int) -> str:
-    return " ".join(["word"] * n)
+    """n distinct words: ordinary text, no repeated n-grams."""
+    return " ".join(f"word{i}" for i in range(n))
+
+
+def _loop(n: int) -> str:
+    """n words of one short phrase said over and over: a decoding loop."""
+    phrase = ["we", "are", "going", "to", "do", "this"]
+    return " ".join(phrase[i % len(phrase)] for i in range(n))
 
 
 # Synthetic archetypes (table values as the VAD and ASR stages would emit).
@@ -220,8 +227,8 @@ ARCHETYPES: dict[str, tuple[Any, ...]] = {
     "clean_fast": (4.0, _words(15), -0.25, 0.03, 1.6, 0.93, 30.0, 0.0, -26.0),
     "noisy": (6.0, _words(14), -0.7, 0.25, 1.5, 0.7, 5.0, 0.0, -18.0),
     "very_noisy": (6.0, _words(8), -0.95, 0.5, 1.3, 0.6, 0.0, 0.0, -15.0),
-    "hallucinated": (6.0, _words(60), -0.35, 0.45, 3.1, 0.55, 25.0, 0.0, -40.0),
-    "hallucinated_on_clean_audio": (6.0, _words(50), -0.3, 0.1, 2.9, 0.9, 35.0, 0.0, -22.0),
+    "hallucinated": (6.0, _loop(60), -0.35, 0.45, 3.1, 0.55, 25.0, 0.0, -40.0),
+    "hallucinated_on_clean_audio": (6.0, _loop(50), -0.3, 0.1, 2.9, 0.9, 35.0, 0.0, -22.0),
     "clipped": (6.0, _words(16), -0.3, 0.02, 1.5, 0.95, 30.0, 0.03, -6.0),
     "empty_transcript": (3.0, "", -1.2, 0.9, 0.0, 0.55, 3.0, 0.0, -50.0),
 }
@@ -252,3 +259,16 @@ def test_default_criteria_columns_are_produced() -> None:
         pl.DataFrame([dict(zip(_QUALITY_COLUMNS, ARCHETYPES["clean_read"], strict=True))])
     ).columns
     assert {c.name for c in DEFAULT_CRITERIA} <= set(columns)
+
+
+def test_a_looped_transcript_scores_below_the_same_segment_with_ordinary_text() -> None:
+    # Same audio criteria and word count; only the text loops (too short a loop for the
+    # compression ratio, given here as ordinary, to notice).
+    ordinary, looped = (dict(zip(_QUALITY_COLUMNS, ARCHETYPES["clean_read"], strict=True)) for _ in range(2))
+    looped["text"] = _loop(16)
+    scored = score_frame(add_text_criteria(pl.DataFrame([ordinary, looped])))
+    assert scored["repeated_ngram_ratio"].to_list() == pytest.approx([0.0, 8 / 14])
+    clean, loop = scored["topsis_score"].to_list()
+    assert loop < clean
+    repeated = next(c for c in DEFAULT_CRITERIA if c.name == "repeated_ngram_ratio")
+    assert not repeated.benefit and repeated.weight < 1.0
