@@ -122,28 +122,11 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-# Every drop with how far processing got: files accounted for in audio_files against its files.
-DROPS_SQL = """
-WITH accounted AS (
-  SELECT drop_id, count(*) AS accounted, count(*) FILTER (WHERE status = 'ok') AS ok
-  FROM audio_files GROUP BY drop_id
-)
-SELECT d.drop_id,
-       CASE WHEN d.state = 'waiting' THEN 'waiting'
-            WHEN coalesce(a.accounted, 0) < d.files THEN 'processing'
-            ELSE 'done' END AS state,
-       d.files, coalesce(a.accounted, 0) AS accounted, coalesce(a.ok, 0) AS ok, d.shards, d.reason,
-       d.first_seen_at, d.updated_at, d.drop_root
-FROM drops d LEFT JOIN accounted a USING (drop_id)
-ORDER BY d.updated_at DESC
-"""
-
-
 def _cmd_drops(args: argparse.Namespace) -> int:
     from audio_platform.settings import load_settings
-    from audio_platform.storage.warehouse import query
+    from audio_platform.storage.warehouse import drop_status
 
-    frame = query(load_settings().warehouse_path, DROPS_SQL)
+    frame = drop_status(load_settings().warehouse_path)
     if frame.is_empty():
         print("no drop seen yet: `audio-platform process <folder>`, or a folder in the inbox with `serve` running")
         return 0

@@ -87,6 +87,18 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Processed:
     return Processed(settings, instance, defs, report, drop_updates, stage_updates)
 
 
+def test_the_warehouse_shows_every_drop_and_its_state(processed: Processed) -> None:
+    metadata = processed.metadata("warehouse")
+    assert (metadata["drops_done"].value, metadata["drops_processing"].value, metadata["drops_waiting"].value) == (
+        1,
+        0,
+        0,
+    )
+    table = str(metadata["drops"].value)
+    (row,) = [line for line in table.splitlines() if processed.report.plan.drop_id in line]
+    assert "| done | 5 | 5 | 2 | 1 |" in row
+
+
 def test_every_asset_carries_the_common_numbers(processed: Processed) -> None:
     for asset in (*SHARD_ASSETS, "warehouse"):
         metadata = processed.metadata(asset)

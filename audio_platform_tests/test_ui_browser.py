@@ -197,3 +197,35 @@ def test_asset_graph_and_shard_partition_render(
         shots.append(screenshot(browser, f"partition-{name}"))
     with capsys.disabled():
         print(f"\nUI screenshots: {', '.join(str(path) for path in shots)}")
+
+
+def test_drops_view_and_accuracy_metadata_render(
+    browser: webdriver.Chrome, webserver: str, shard_home: tuple[Settings, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The drops view (the warehouse asset's `drops` table) and the shard's accuracy figures."""
+    _, shard = shard_home
+    drop_id = shard.rsplit("-", 1)[0]
+    shots = []
+    browser.get(f"{webserver}/assets/warehouse")
+    wait_until(
+        browser,
+        lambda d: drop_id in d.find_element(By.TAG_NAME, "body").text and "drops_done" in d.page_source,
+        f"the drops view listing {drop_id}",
+        "drops-view",
+    )
+    # Only the drop entries: the table, and the counts per state that the Plots switch draws.
+    browser.find_element(By.CSS_SELECTOR, "input[placeholder='Filter metadata keys']").send_keys("drops")
+    shots.append(screenshot(browser, "drops-view"))
+    browser.get(f"{webserver}/assets/asr_evaluation?view=partitions")
+    row = f"[title='{shard}']"
+    wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), f"{shard} under asr_evaluation", "accuracy")
+    browser.find_element(By.CSS_SELECTOR, row).click()
+    wait_until(
+        browser,
+        lambda d: "by_source_group" in d.find_element(By.TAG_NAME, "body").text,
+        "the shard's accuracy by source group",
+        "accuracy",
+    )
+    shots.append(screenshot(browser, "accuracy-by-source"))
+    with capsys.disabled():
+        print(f"\nUI screenshots: {', '.join(str(path) for path in shots)}")

@@ -1,5 +1,6 @@
 """warehouse: the DuckDB file where every lake table is a queryable view."""
 
+import polars as pl
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
 from audio_platform.defs.automation import AFTER_UPSTREAM_UPDATES
@@ -13,7 +14,7 @@ from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY
 from audio_platform.defs.vad import vad_segments
 from audio_platform.observability.plots import chart_markdown, yield_figure
 from audio_platform.storage.tables import LAKE_TABLES
-from audio_platform.storage.warehouse import query, rebuild_warehouse
+from audio_platform.storage.warehouse import DROP_STATES, drop_status, query, rebuild_warehouse
 
 YIELD_SQL = """
 SELECT shard, count(*) FILTER (WHERE selected) AS curated, count(*) AS segments
@@ -57,13 +58,39 @@ def warehouse(
         ),
         "curated yield per shard",
     )
+    drops = drop_status(storage.warehouse_path)
+    states = drops["state"].to_list()
     return MaterializeResult(
         metadata=meter.finish(
             storage.lake,
             {
                 "path": MetadataValue.path(str(storage.warehouse_path)),
                 "curated_yield_per_shard": MetadataValue.md(chart_md),
+                # The drops view of the UI: what `audio-platform drops` prints, as of this refresh.
+                "drops": MetadataValue.md(drops_markdown(drops)),
+                **{f"drops_{state}": states.count(state) for state in DROP_STATES},
                 **{f"rows_{t.name}": t.rows for t in tables},
             },
         )
     )
+
+
+# Rows of the drops table in the metadata: the UI shows Markdown tables whole.
+MAX_DROPS_SHOWN = 50
+
+
+def drops_markdown(drops: pl.DataFrame) -> str:
+    """The newest ``MAX_DROPS_SHOWN`` drops as a Markdown table (state, reason, progress, when)."""
+    if drops.is_empty():
+        return "No drop seen yet: `audio-platform process <folder>`, or a folder in the inbox with `serve` running."
+    lines = [
+        "| drop | state | files | accounted | ok | shards | reason | first seen | last seen |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in drops.head(MAX_DROPS_SHOWN).iter_rows(named=True):
+        cells = [row["drop_id"], row["state"], row["files"], row["accounted"], row["ok"], row["shards"]]
+        cells += [row["reason"] or "", row["first_seen_at"], row["updated_at"]]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    if drops.height > MAX_DROPS_SHOWN:
+        lines.append(f"\n{drops.height - MAX_DROPS_SHOWN} older drop(s): `audio-platform drops` lists all.")
+    return "\n".join(lines)

@@ -158,3 +158,27 @@ def query(db_path: Path, sql: str, parameters: Sequence[Any] | None = None) -> p
                 "`audio-platform process <folder>` or by materializing `warehouse`"
             ) from err
         return con.sql(sql, params=parameters or None).pl()
+
+
+# Every drop with how far processing got: files accounted for in audio_files against its files.
+DROP_STATUS_SQL = """
+WITH accounted AS (
+  SELECT drop_id, count(*) AS accounted, count(*) FILTER (WHERE status = 'ok') AS ok
+  FROM audio_files GROUP BY drop_id
+)
+SELECT d.drop_id,
+       CASE WHEN d.state = 'waiting' THEN 'waiting'
+            WHEN coalesce(a.accounted, 0) < d.files THEN 'processing'
+            ELSE 'done' END AS state,
+       d.files, coalesce(a.accounted, 0) AS accounted, coalesce(a.ok, 0) AS ok, d.shards, d.reason,
+       d.first_seen_at, d.updated_at, d.drop_root
+FROM drops d LEFT JOIN accounted a USING (drop_id)
+ORDER BY d.updated_at DESC
+"""
+DROP_STATES = ("waiting", "processing", "done")
+
+
+def drop_status(db_path: Path) -> pl.DataFrame:
+    """Every drop the platform has seen (CLI or inbox), newest first: its state (waiting, with the
+    reason; processing; done), files, files accounted for, ok files, shards, first and last seen."""
+    return query(db_path, DROP_STATUS_SQL)
