@@ -190,6 +190,42 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from audio_platform.settings import load_settings
+    from audio_platform.storage.drops import drop_id_for
+    from audio_platform.storage.export import check_output_dir, drop_roots, load_curated, load_words, write_export
+    from audio_platform.storage.warehouse import query
+
+    settings = load_settings()
+    warehouse = settings.warehouse_path
+    drop = args.drop
+    if drop is not None and Path(drop).is_dir():  # a folder names its drop; anything else is a drop id
+        drop = drop_id_for(Path(drop))
+    if drop is not None and query(warehouse, "SELECT count(*) AS n FROM drops WHERE drop_id = $1", [drop])["n"][0] == 0:
+        raise LookupError(f"no processed drop {drop!r}: give its folder or an id from `audio-platform drops`")
+    # Checked before anything is read: the export never writes into the platform's state or a drop.
+    lake = [settings.lake_root] if isinstance(settings.lake_root, Path) else []
+    out_dir = check_output_dir(
+        Path(args.out_dir), home=settings.home, protected=[*drop_roots(warehouse), *lake], overwrite=args.overwrite
+    )
+    curated = load_curated(warehouse, drop)
+    if curated.is_empty():
+        which = f"drop {drop}" if drop else "any processed drop"
+        print(
+            f"nothing to export: no curated segments in {which} (curation_decisions says why segments were "
+            f"left out); nothing written to {out_dir}"
+        )
+        return 0
+    words = load_words(warehouse, drop) if args.format == "lhotse" else None
+    summary = write_export(curated, out_dir, args.format, words=words, split_by_drop=args.split_by_drop)
+    print(
+        f"exported {summary.segments} segments ({summary.seconds / 3600:.3f} h, {summary.audio_files} audio files, "
+        f"{summary.drops} drop(s)) as {args.format}: {len(summary.written)} file(s) written to {out_dir} "
+        f"({', '.join(path.name for path in summary.written)})"
+    )
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from audio_platform.definitions import build_definitions
     from audio_platform.pipeline import OWNER_TAG, owner_tag, prepare_instance, release_runs_of_dead_processes
@@ -490,6 +526,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--depth", type=int, help="regroup sources by this many folders under the drop (default: as evaluated, 1)"
     )
     evaluate.set_defaults(func=_cmd_evaluate)
+    export = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write the curated segments as training manifests (NeMo JSONL, Lhotse recordings + supervisions)",
+    )
+    export.add_argument("out_dir", help="folder to write into: new or empty, outside the platform home and every drop")
+    export.add_argument(
+        "--format",
+        choices=["nemo", "lhotse"],
+        required=True,
+        help="nemo: manifest.jsonl (audio_filepath, offset, duration, text); "
+        "lhotse: recordings.jsonl.gz and supervisions.jsonl.gz",
+    )
+    export.add_argument("--drop", help="one processed drop: its folder or drop id (default: every drop)")
+    export.add_argument(
+        "--split-by-drop",
+        action="store_true",
+        help="also one manifest per drop, named by its drop id (<drop_id>.jsonl, <drop_id>_recordings.jsonl.gz, ...)",
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty folder, replacing the export's files there"
+    )
+    export.set_defaults(func=_cmd_export)
     train = sub.add_parser(
         "train", parents=[common], help="train, register and gate keyword-spotting models from all curated data"
     )

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from audio_platform.cli import main
+from audio_platform_tests.storage.test_export import check_demo_exports
 
 
 @pytest.fixture
@@ -15,7 +16,7 @@ def home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-def test_demo_process_then_sql(home, capsys):
+def test_demo_process_then_sql(home, capsys, tmp_path):
     assert main(["process", "--demo"]) == 0
     out, err = capsys.readouterr()
     assert "files 17: ok 14, quarantined 2, duplicate 1" in out
@@ -50,6 +51,10 @@ def test_demo_process_then_sql(home, capsys):
     assert err.startswith("error: no processed drop 'no-such-drop-123456'") and "\n" not in err
     assert main(["evaluate", "--depth", "0"]) == 1
     assert "--depth must be at least 1" in capsys.readouterr().err
+
+    # The curated set as NeMo and Lhotse manifests, checked against the warehouse (on this home:
+    # processing the demo once serves both).
+    check_demo_exports(home, tmp_path / "exports", capsys)
 
     # Re-processing the same drop is idempotent: same shards, same counts.
     assert main(["process", "--demo"]) == 0
@@ -126,3 +131,22 @@ def test_errors_are_one_line_unless_debug(home, capsys):
         main(["models", "list", "--name", "a'b\"c", "--debug"])
     with pytest.raises(ValueError, match="both quote characters"):
         main(["--debug", "models", "list", "--name", "a'b\"c"])
+
+
+def test_export_says_when_there_is_nothing_to_export(home, capsys, tmp_path):
+    from audio_platform.storage.lake import Lake
+    from audio_platform.storage.tables import LAKE_TABLES
+    from audio_platform.storage.warehouse import rebuild_warehouse
+
+    out = tmp_path / "manifests"
+    assert main(["export", "--format", "nemo", str(out)]) == 1  # before any run: no warehouse
+    err = capsys.readouterr().err
+    assert err.startswith("error: no warehouse at ") and err.count("\n") == 1
+    rebuild_warehouse(home / "warehouse.duckdb", Lake(home / "lake"), LAKE_TABLES)
+    assert main(["export", "--format", "lhotse", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("nothing to export: no curated segments in any processed drop")
+    assert not out.exists()
+    assert main(["export", "--format", "nemo", str(out), "--drop", "no-such-drop-123456"]) == 1
+    assert "no processed drop 'no-such-drop-123456'" in capsys.readouterr().err
+    assert main(["export", "--format", "nemo", str(home / "out")]) == 1
+    assert "inside the platform home" in capsys.readouterr().err

@@ -1,0 +1,285 @@
+"""Exports of the curated set as NeMo and Lhotse manifests: the field mapping on frames built by
+hand, the files, the refusals, and (``check_demo_exports``, called from the CLI's demo test) the
+manifests of a real processed home checked against its warehouse."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from audio_platform.cli import main
+from audio_platform.storage.drops import HOME_MARKER
+from audio_platform.storage.export import (
+    check_output_dir,
+    lhotse_recordings,
+    lhotse_supervisions,
+    nemo_rows,
+    word_alignments,
+    write_export,
+)
+from audio_platform.storage.warehouse import query
+
+ODD_PATH = '/data/my drop/señor "quoted" it\'s 日本語\\back.wav'
+
+
+def curated_frame(**overrides: list[Any]) -> pl.DataFrame:
+    """Two segments of a mono 16 kHz file in a sub-folder of drop a, one of a stereo 44.1 kHz file of
+    drop b (columns as the export query gives them)."""
+    columns: dict[str, list[Any]] = {
+        "segment_id": ["aaaa-1000", "aaaa-5000", "bbbb-0"],
+        "file_id": ["aaaa", "aaaa", "bbbb"],
+        "drop_id": ["drop-a-111111", "drop-a-111111", "drop-b-222222"],
+        "source_path": ["/data/a/calls/one.wav", "/data/a/calls/one.wav", "/data/b/two.wav"],
+        "rel_path": ["calls/one.wav", "calls/one.wav", "two.wav"],
+        "start_s": [1.0, 5.0, 0.0],
+        "end_s": [3.5, 6.25, 2.0],
+        "duration_s": [2.5, 1.25, 2.0],
+        "text": ["six people", "stop", "go home"],
+        "language": ["en", "en", None],
+        "topsis_score": [0.9, 0.5, float("nan")],
+        "speaker": ["spk1", "spk1", None],
+        "sample_rate": [16_000, 16_000, 44_100],
+        "channels": [1, 1, 2],
+        "file_duration_s": [10.0, 10.0, 2.00005],
+    }
+    return pl.DataFrame(columns | overrides)
+
+
+def words_frame() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "segment_id": ["aaaa-1000", "aaaa-1000", "bbbb-0"],
+            "word_index": [1, 0, 0],
+            "word": ["people", " six", "go"],
+            "start_s": [1.6, 1.0, 0.1],
+            "end_s": [3.4, 1.5, 0.4],
+            "probability": [0.8, 0.95, None],
+        }
+    )
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_nemo_rows_map_each_segment_to_a_manifest_entry() -> None:
+    rows = nemo_rows(curated_frame())
+    assert rows[0] == {
+        "audio_filepath": "/data/a/calls/one.wav",
+        "offset": 1.0,
+        "duration": 2.5,
+        "text": "six people",
+        "lang": "en",
+        "speaker": "spk1",
+        "segment_id": "aaaa-1000",
+        "topsis_score": 0.9,
+        "drop_id": "drop-a-111111",
+        "source_group": "calls",
+    }
+    # Unknown language, speaker and score are no keys (NaN is no JSON); a file at the top of its drop.
+    assert rows[2] == {
+        "audio_filepath": "/data/b/two.wav",
+        "offset": 0.0,
+        "duration": 2.0,
+        "text": "go home",
+        "segment_id": "bbbb-0",
+        "drop_id": "drop-b-222222",
+        "source_group": "(drop root)",
+    }
+
+
+def test_word_alignments_are_lhotse_items_in_word_order() -> None:
+    alignments = word_alignments(words_frame())
+    assert alignments == {
+        "aaaa-1000": [["six", 1.0, 0.5, 0.95], ["people", 1.6, 1.8, 0.8]],
+        "bbbb-0": [["go", 0.1, 0.3, None]],
+    }
+
+
+def test_lhotse_recordings_use_the_native_rate_and_every_channel() -> None:
+    recordings = lhotse_recordings(curated_frame())
+    assert recordings == [
+        {
+            "id": "aaaa",
+            "sources": [{"type": "file", "channels": [0], "source": "/data/a/calls/one.wav"}],
+            "sampling_rate": 16_000,
+            "num_samples": 160_000,
+            "duration": 10.0,
+            "channel_ids": [0],
+        },
+        {
+            "id": "bbbb",
+            "sources": [{"type": "file", "channels": [0, 1], "source": "/data/b/two.wav"}],
+            "sampling_rate": 44_100,
+            "num_samples": 88_202,  # round(2.00005 * 44100)
+            "duration": 88_202 / 44_100,
+            "channel_ids": [0, 1],
+        },
+    ]
+    for recording in recordings:  # what Lhotse's validate_recording checks
+        assert recording["duration"] == recording["num_samples"] / recording["sampling_rate"]
+
+
+def test_lhotse_supervisions_carry_text_speaker_alignment_and_the_mix_channels() -> None:
+    supervisions = lhotse_supervisions(curated_frame(), word_alignments(words_frame()))
+    assert supervisions[0] == {
+        "id": "aaaa-1000",
+        "recording_id": "aaaa",
+        "start": 1.0,
+        "duration": 2.5,
+        "channel": 0,
+        "text": "six people",
+        "language": "en",
+        "speaker": "spk1",
+        "custom": {"topsis_score": 0.9, "drop_id": "drop-a-111111", "source_group": "calls"},
+        "alignment": {"word": [["six", 1.0, 0.5, 0.95], ["people", 1.6, 1.8, 0.8]]},
+    }
+    assert "alignment" not in supervisions[1]  # no words known: no key, as Lhotse writes it
+    # A stereo file was transcribed as its mono mix: the supervision names both channels.
+    assert supervisions[2]["channel"] == [0, 1]
+    assert "speaker" not in supervisions[2] and "language" not in supervisions[2]
+    assert supervisions[2]["custom"] == {"drop_id": "drop-b-222222", "source_group": "(drop root)"}
+
+
+@pytest.mark.parametrize("fmt", ["nemo", "lhotse"])
+def test_any_path_and_text_round_trip_through_the_files(tmp_path: Path, fmt: str) -> None:
+    text = 'he said "stop" \\ naïve 東京 \u2028 tab\there'
+    curated = curated_frame(source_path=[ODD_PATH, ODD_PATH, "/data/b/two.wav"], text=[text, "stop", "go home"])
+    summary = write_export(curated, tmp_path / "out", fmt, words=words_frame())
+    for path in summary.written:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        raw.decode("ascii")  # escaped: readable whatever encoding a trainer opens it with
+        assert raw.count(b"\n") == len(read_jsonl(path))
+    if fmt == "nemo":
+        rows = read_jsonl(tmp_path / "out" / "manifest.jsonl")
+        assert rows[0]["audio_filepath"] == ODD_PATH and rows[0]["text"] == text
+    else:
+        recordings = read_jsonl(tmp_path / "out" / "recordings.jsonl.gz")
+        supervisions = read_jsonl(tmp_path / "out" / "supervisions.jsonl.gz")
+        assert recordings[0]["sources"][0]["source"] == ODD_PATH and supervisions[0]["text"] == text
+
+
+def test_write_export_all_in_one_and_per_drop(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    nemo = write_export(curated_frame(), out, "nemo", split_by_drop=True)
+    assert [p.name for p in nemo.written] == ["manifest.jsonl", "drop-a-111111.jsonl", "drop-b-222222.jsonl"]
+    assert (nemo.segments, nemo.seconds, nemo.audio_files, nemo.drops) == (3, 5.75, 2, 2)
+    everything = read_jsonl(out / "manifest.jsonl")
+    per_drop = read_jsonl(out / "drop-a-111111.jsonl") + read_jsonl(out / "drop-b-222222.jsonl")
+    assert per_drop == everything and len(everything) == 3
+
+    lhotse = write_export(curated_frame(), out, "lhotse", words=words_frame(), split_by_drop=True)
+    assert [p.name for p in lhotse.written] == [
+        "recordings.jsonl.gz",
+        "supervisions.jsonl.gz",
+        "drop-a-111111_recordings.jsonl.gz",
+        "drop-a-111111_supervisions.jsonl.gz",
+        "drop-b-222222_recordings.jsonl.gz",
+        "drop-b-222222_supervisions.jsonl.gz",
+    ]
+    assert [r["id"] for r in read_jsonl(out / "drop-b-222222_recordings.jsonl.gz")] == ["bbbb"]
+    assert len(read_jsonl(out / "drop-a-111111_supervisions.jsonl.gz")) == 2
+    # Same rows, same bytes (no time stamp in the gzip header); no temp file left behind.
+    before = (out / "recordings.jsonl.gz").read_bytes()
+    write_export(curated_frame(), out, "lhotse", words=words_frame())
+    assert (out / "recordings.jsonl.gz").read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_check_output_dir_refuses_home_drops_files_and_non_empty_folders(tmp_path: Path) -> None:
+    home, drop = tmp_path / "home", tmp_path / "drop"
+    home.mkdir()
+    drop.mkdir()
+    other_home = tmp_path / "other"
+    other_home.mkdir()
+    (other_home / HOME_MARKER).write_text("", encoding="utf-8")
+    (tmp_path / "file.txt").write_text("x", encoding="utf-8")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine", encoding="utf-8")
+
+    def check(out: Path, overwrite: bool = False) -> Path:
+        return check_output_dir(out, home=home, protected=[drop], overwrite=overwrite)
+
+    for out, expected in [
+        (home, "inside the platform home"),
+        (home / "exports", "inside the platform home"),
+        (tmp_path / "drop" / ".." / "home" / "x", "inside the platform home"),
+        (other_home / "x", "inside the platform home"),
+        (drop, "a drop folder"),
+        (drop / "sub" / "out", "a drop folder"),
+        (tmp_path / "file.txt", "is a file"),
+        (full, "is not empty"),
+    ]:
+        with pytest.raises(ValueError, match=expected):
+            check(out)
+    assert check(full, overwrite=True) == full.resolve()
+    assert check(tmp_path / "new" / "deeper") == (tmp_path / "new" / "deeper").resolve()
+    assert not (tmp_path / "new").exists()  # checking writes nothing
+
+    linked = tmp_path / "link"
+    linked.symlink_to(drop)
+    with pytest.raises(ValueError, match="a drop folder"):
+        check(linked / "out")
+
+
+def check_demo_exports(home: Path, out_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The exports of a home that processed the demo drop, checked against its warehouse."""
+    warehouse = home / "warehouse.duckdb"
+    texts = dict(query(warehouse, "SELECT segment_id, text FROM curated_segments").iter_rows())
+    assert texts
+    files = query(warehouse, "SELECT source_path, duration_s, channels, drop_id FROM audio_files WHERE status = 'ok'")
+    durations = dict(files.select("source_path", "duration_s").iter_rows())
+    channels = dict(files.select("source_path", "channels").iter_rows())
+    (drop_id,) = set(files["drop_id"])
+
+    nemo = out_root / "nemo"
+    assert main(["export", "--format", "nemo", str(nemo), "--split-by-drop"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"exported {len(texts)} segments (") and "\n" not in line
+    assert line.endswith(f"2 file(s) written to {nemo} (manifest.jsonl, {drop_id}.jsonl)")
+    rows = read_jsonl(nemo / "manifest.jsonl")
+    assert {row["segment_id"]: row["text"] for row in rows} == texts and len(rows) == len(texts)
+    for row in rows:
+        assert Path(row["audio_filepath"]).is_file()
+        assert row["offset"] >= 0 and row["offset"] + row["duration"] <= durations[row["audio_filepath"]] + 1e-6
+        assert row.get("lang") == "en" and row["drop_id"] == drop_id
+    assert read_jsonl(nemo / f"{drop_id}.jsonl") == rows
+
+    # Not again into the same folder without --overwrite; never into the home or the drop.
+    assert main(["export", "--format", "nemo", str(nemo)]) == 1
+    assert "is not empty" in capsys.readouterr().err
+    assert main(["export", "--format", "nemo", str(nemo), "--overwrite"]) == 0
+    capsys.readouterr()
+    for inside in (home / "exports", home / "demo_drop"):
+        assert main(["export", "--format", "nemo", str(inside), "--overwrite"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+    assert not (home / "exports").exists() and not (home / "demo_drop" / "manifest.jsonl").exists()
+
+    lhotse = out_root / "lhotse"
+    assert main(["export", "--format", "lhotse", str(lhotse), "--drop", drop_id]) == 0
+    assert "2 file(s) written" in capsys.readouterr().out
+    recordings = {r["id"]: r for r in read_jsonl(lhotse / "recordings.jsonl.gz")}
+    supervisions = read_jsonl(lhotse / "supervisions.jsonl.gz")
+    assert {s["id"]: s["text"] for s in supervisions} == texts
+    assert any(len(r["channel_ids"]) == 2 for r in recordings.values())  # the demo's stereo WAV
+    for recording in recordings.values():
+        path = recording["sources"][0]["source"]
+        assert recording["channel_ids"] == list(range(channels[path]))
+        assert abs(recording["duration"] - durations[path]) <= 1 / recording["sampling_rate"]
+    for supervision in supervisions:
+        recording = recordings[supervision["recording_id"]]  # every supervision's recording exists
+        end = supervision["start"] + supervision["duration"]
+        assert 0 <= supervision["start"] < end <= recording["duration"] + 1e-3  # Lhotse's own tolerance
+        assert supervision["channel"] == (0 if recording["channel_ids"] == [0] else recording["channel_ids"])
+        for symbol, start, duration, _score in supervision.get("alignment", {}).get("word", []):
+            assert symbol and start >= 0 and duration >= 0 and start + duration <= recording["duration"] + 1e-3
+    assert any("alignment" in s for s in supervisions)
