@@ -139,6 +139,8 @@ EVALUATION_SQL = "SELECT * FROM asr_evaluation WHERE $1::VARCHAR IS NULL OR drop
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import duckdb
+
     from audio_platform.evaluation.asr_accuracy import NORMALIZATION, pooled, source_group
     from audio_platform.settings import load_settings
     from audio_platform.storage.drops import drop_id_for
@@ -150,21 +152,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if drop is not None and Path(drop).is_dir():  # a folder names its drop; anything else is a drop id
         drop = drop_id_for(Path(drop))
     warehouse = load_settings().warehouse_path
-    if drop is not None and query(warehouse, "SELECT count(*) AS n FROM drops WHERE drop_id = $1", [drop])["n"][0] == 0:
-        raise LookupError(f"no processed drop {drop!r}: give its folder or an id from `audio-platform drops`")
-    frame = query(warehouse, EVALUATION_SQL, [drop])
+    try:
+        if (
+            drop is not None
+            and query(warehouse, "SELECT count(*) AS n FROM drops WHERE drop_id = $1", [drop])["n"][0] == 0
+        ):
+            raise LookupError(f"no processed drop {drop!r}: give its folder or an id from `audio-platform drops`")
+        frame = query(warehouse, EVALUATION_SQL, [drop])
+    except duckdb.Error as err:  # e.g. a warehouse built before asr_evaluation existed
+        raise RuntimeError(f"{str(err).splitlines()[0]}: refresh the warehouse (`audio-platform process`)") from err
     if frame.is_empty():
         which = f"drop {drop}" if drop else "any processed drop"
         print(
             f"no reference transcripts for {which}: put a metadata.csv (file_name, transcription) beside the "
-            "audio and process the folder again (see README, Accuracy)"
+            "audio; drop metadata is read when a shard runs, so re-run processed shards with "
+            "`audio-platform reprocess --all` (or their shard keys; see README, Accuracy)"
         )
         return 0
     if args.depth is not None:
         frame = frame.with_columns(
             source_group=pl.col("rel_path").map_elements(lambda p: source_group(p, args.depth), return_dtype=pl.String)
         )
-    by = {"source": "source_group", "shard": "shard", "drop": "drop_id", "file": "rel_path"}[args.by]
+    # A file is named by its drop and path: one path may exist in several drops.
+    frame = frame.with_columns(file=pl.col("drop_id") + "/" + pl.col("rel_path"))
+    by = {"source": "source_group", "shard": "shard", "drop": "drop_id", "file": "file"}[args.by]
     table = pl.concat([pooled(frame, by), pooled(frame, None).with_columns(pl.lit("all").alias(by))], how="diagonal")
     table = table.select(
         pl.col(by),

@@ -90,6 +90,7 @@ _MAX_WORD_S = 1.5
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 FALLBACK_COMPRESSION_RATIO = 2.4
 FALLBACK_LOG_PROB = -1.0
+_FALLBACK_SEED = 0
 # Long segments are cut at the quietest 20 ms frame within this many seconds before the limit.
 _CUT_SEARCH_S = 5.0
 _CUT_FRAME = SAMPLE_RATE // 50
@@ -560,7 +561,7 @@ class WhisperTranscriber:
                     and len(window.pieces) == 1
                     and _failed_decode(window.pieces[0], placed[0], stats[0])
                 ):
-                    self._decode_with_fallback(window, audios, done)
+                    self._decode_with_fallback(window, audios, done, language)
                     continue
                 for i, (piece, words) in enumerate(zip(window.pieces, placed, strict=True)):
                     # Whisper decodes a window from its start and may stop early or skip an
@@ -583,16 +584,24 @@ class WhisperTranscriber:
         return language
 
     def _decode_with_fallback(
-        self, window: Window, audios: list[np.ndarray], done: dict[tuple[int, int, float], _PieceResult]
+        self,
+        window: Window,
+        audios: list[np.ndarray],
+        done: dict[tuple[int, int, float], _PieceResult],
+        language: str,
     ) -> None:
         """Decode a one-piece window again as sequential Whisper does: with temperature fallback
         (a decode whose text repeats itself or whose tokens are unlikely is retried at higher
         temperatures) and its no-speech rule, the piece's result in ``done``."""
         cfg = self.config
         (piece,) = window.pieces
+        # Sampling above temperature 0 draws random numbers: a fixed seed keeps a shard's
+        # transcripts the same on every run.
+        ctranslate2.set_random_seed(_FALLBACK_SEED)
         outputs, _ = self._model.transcribe(
             _render(window, audios),
-            language=cfg.language,
+            # The language the window's first decode used (detected once per file when None).
+            language=language,
             beam_size=cfg.beam_size,
             vad_filter=False,
             word_timestamps=True,
@@ -602,7 +611,8 @@ class WhisperTranscriber:
             log_prob_threshold=FALLBACK_LOG_PROB,
         )
         segments = list(outputs)  # the generator decodes as it is consumed
-        placed, _ = self._place_words(window, segments) if segments else ([[]], 0.0)
+        # Sequential output carries absolute word times (its seek is where each pass started).
+        placed, _ = self._place_words(window, segments, origin=0.0) if segments else ([[]], 0.0)
         words = placed[0]
         avg_logprob = float(np.mean([seg.avg_logprob for seg in segments])) if segments else FALLBACK_LOG_PROB
         no_speech = float(np.mean([seg.no_speech_prob for seg in segments])) if segments else 1.0
@@ -637,10 +647,16 @@ class WhisperTranscriber:
             raise RuntimeError(f"faster-whisper returned {len(per_window)} window outputs for {len(windows)}")
         return per_window, info.language
 
-    def _place_words(self, window: Window, outputs: list[Segment]) -> tuple[list[list[tuple[WordTiming, str]]], float]:
-        """Each piece's words (in file time, with the raw word text) and the window time decoded up to."""
-        # Word times are relative to `seek`, the window start rounded down to a 10 ms frame.
-        origin = outputs[0].seek / self._model.frames_per_second
+    def _place_words(
+        self, window: Window, outputs: list[Segment], origin: float | None = None
+    ) -> tuple[list[list[tuple[WordTiming, str]]], float]:
+        """Each piece's words (in file time, with the raw word text) and the window time decoded up to.
+
+        ``origin``: the signal time of the window's start; by default the batched pipeline's, where
+        word times count from the concatenated signal and ``seek`` is the window start rounded down
+        to a 10 ms frame."""
+        if origin is None:
+            origin = outputs[0].seek / self._model.frames_per_second
         placed: list[list[tuple[WordTiming, str]]] = [[] for _ in window.pieces]
         reach = 0.0
         for out in outputs:

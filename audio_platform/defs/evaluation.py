@@ -10,7 +10,14 @@ from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import PlatformStorage
 from audio_platform.defs.transcription import TRANSCRIPTS_KEY
-from audio_platform.evaluation.asr_accuracy import NORMALIZATION, evaluate_files, file_hypotheses, pooled
+from audio_platform.evaluation.asr_accuracy import (
+    NORMALIZATION,
+    evaluate_files,
+    file_hypotheses,
+    pooled,
+    referenced_files,
+)
+from audio_platform.observability.plots import markdown_cell
 from audio_platform.storage.tables import ASR_EVALUATION, AUDIO_FILES, FILE_METADATA, SEGMENTS, TRANSCRIPTS
 
 
@@ -39,18 +46,7 @@ def asr_evaluation(
     meter = metering.start(context)
     files = lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == OK)
     # Shards ingested before drop metadata existed have no file_metadata: nothing to compare with.
-    metadata = lake.read_many(FILE_METADATA.name, [shard])
-    references = (
-        files.select("file_id", "rel_path", "drop_id").join(
-            metadata.filter(pl.col("reference_text").str.strip_chars() != "").select("file_id", "reference_text"),
-            on="file_id",
-            how="inner",
-        )
-        if metadata is not None
-        else pl.DataFrame(
-            schema={"file_id": pl.String, "rel_path": pl.String, "drop_id": pl.String, "reference_text": pl.String}
-        )
-    )
+    references = referenced_files(files, lake.read_many(FILE_METADATA.name, [shard]))
     transcripts = lake.read(TRANSCRIPTS.name, shard)
     evaluation = evaluate_files(
         references, file_hypotheses(lake.read(SEGMENTS.name, shard), transcripts), config.source_group_depth
@@ -82,5 +78,6 @@ def source_group_markdown(groups: pl.DataFrame) -> str:
     for row in groups.iter_rows(named=True):
         wer = "–" if row["wer"] is None else f"{100 * row['wer']:.1f} %"
         cer = "–" if row["cer"] is None else f"{100 * row['cer']:.1f} %"
-        lines.append(f"| {row['source_group']} | {row['files']} | {row['reference_words']} | {wer} | {cer} |")
+        group = markdown_cell(row["source_group"])
+        lines.append(f"| {group} | {row['files']} | {row['reference_words']} | {wer} | {cer} |")
     return "\n".join(lines)

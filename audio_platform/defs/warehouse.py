@@ -12,7 +12,7 @@ from audio_platform.defs.resources import PlatformStorage
 from audio_platform.defs.scoring import segment_scores
 from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY
 from audio_platform.defs.vad import vad_segments
-from audio_platform.observability.plots import chart_markdown, yield_figure
+from audio_platform.observability.plots import chart_markdown, markdown_cell, yield_figure
 from audio_platform.storage.tables import LAKE_TABLES
 from audio_platform.storage.warehouse import DROP_STATES, drop_status, query, rebuild_warehouse
 
@@ -90,7 +90,7 @@ def drops_markdown(drops: pl.DataFrame) -> str:
     for row in drops.head(MAX_DROPS_SHOWN).iter_rows(named=True):
         cells = [row["drop_id"], row["state"], row["files"], row["accounted"], row["ok"], row["shards"]]
         cells += [row["reason"] or "", row["first_seen_at"], row["updated_at"]]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        lines.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
     if drops.height > MAX_DROPS_SHOWN:
         lines.append(f"\n{drops.height - MAX_DROPS_SHOWN} older drop(s): `audio-platform drops` lists all.")
     return "\n".join(lines)

@@ -38,6 +38,20 @@ def source_group(rel_path: str, depth: int = 1) -> str:
     return "/".join(folders[:depth]) if folders else DROP_ROOT_GROUP
 
 
+def referenced_files(files: pl.DataFrame, metadata: pl.DataFrame | None) -> pl.DataFrame:
+    """``file_id, rel_path, drop_id, reference_text`` of the ``files`` (``audio_files`` rows that were
+    transcribed) whose drop metadata (``file_metadata`` rows, None when the shard has none) holds a
+    non-blank reference. Joined on the path too: byte-identical files share a file_id, and each
+    has its own row and reference."""
+    columns = {"file_id": pl.String, "rel_path": pl.String, "drop_id": pl.String, "reference_text": pl.String}
+    if metadata is None:
+        return pl.DataFrame(schema=columns)
+    with_text = metadata.filter(pl.col("reference_text").str.strip_chars() != "")
+    return files.select("file_id", "rel_path", "drop_id").join(
+        with_text.select("file_id", "rel_path", "reference_text"), on=["file_id", "rel_path"], how="inner"
+    )
+
+
 def file_hypotheses(segments: pl.DataFrame, transcripts: pl.DataFrame) -> pl.DataFrame:
     """``file_id, hypothesis_text``: each file's transcripts joined in segment start order."""
     return (

@@ -171,3 +171,8 @@ def confusion_matrix_figure(
     for (row, column), count in np.ndenumerate(matrix):
         ax.text(column, row, str(count), ha="center", va="center", color="white" if count > threshold else "black")
     return figure
+
+
+def markdown_cell(value: object) -> str:
+    """``value`` as one Markdown table cell: pipes escaped, line breaks flattened (names come from users)."""
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")

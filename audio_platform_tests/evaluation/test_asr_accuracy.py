@@ -11,6 +11,7 @@ from audio_platform.evaluation.asr_accuracy import (
     evaluate_files,
     file_hypotheses,
     pooled,
+    referenced_files,
     source_group,
 )
 from audio_platform.evaluation.wer import normalize_text
@@ -115,3 +116,18 @@ def test_source_group_is_the_first_folders_under_the_drop(rel_path: str, depth: 
 def test_source_group_depth_must_name_a_folder() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         source_group("a/b.wav", 0)
+
+
+def test_byte_identical_files_each_keep_their_own_reference() -> None:
+    # Same bytes, same file_id; the duplicate is not transcribed, so only the owner is evaluated.
+    files = pl.DataFrame({"file_id": ["h"], "rel_path": ["a/yes_1.wav"], "drop_id": ["d"]})
+    metadata = pl.DataFrame(
+        {
+            "file_id": ["h", "h", "k"],
+            "rel_path": ["a/yes_1.wav", "b/no_1.wav", "c/blank.wav"],
+            "reference_text": ["yes", "no", "  "],
+        }
+    )
+    references = referenced_files(files, metadata)
+    assert references.select("rel_path", "reference_text").rows() == [("a/yes_1.wav", "yes")]
+    assert referenced_files(files, None).is_empty()

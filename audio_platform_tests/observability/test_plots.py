@@ -16,6 +16,7 @@ from audio_platform.observability.plots import (
     distributions_figure,
     figure_png,
     histogram_figure,
+    markdown_cell,
     markdown_image,
     training_curves_figure,
     yield_figure,
@@ -115,3 +116,8 @@ def test_a_chart_that_fails_to_draw_becomes_a_note_not_an_error() -> None:
     )
     drawn = chart_markdown(lambda: yield_figure(["a-0000"], [1], [2]), "yield")
     assert drawn.startswith("![yield](data:image/png;base64,")
+
+
+def test_a_user_named_value_stays_one_markdown_cell() -> None:
+    assert markdown_cell("a|b\r\nc\\d") == "a\\|b  c\\\\d"
+    assert markdown_cell(3) == "3"
