@@ -34,7 +34,15 @@ SPEECH = "audio/whisper/jfk.flac"
 SHARD_INPUTS = (SPEECH, "audio/an4/an311-fkai-b.wav")
 # What a shard run writes: every contract table keyed by shard, and the scores.
 SHARD_TABLES = {t.name for t in LAKE_TABLES if "shard" in t.schema} | {SEGMENT_SCORES}
-SHARD_ASSETS = {"raw_audio_files", "vad_segments", "transcripts", "words", "segment_scores", "curated_segments"}
+SHARD_ASSETS = {
+    "raw_audio_files",
+    "vad_segments",
+    "transcripts",
+    "words",
+    "segment_scores",
+    "curated_segments",
+    "asr_evaluation",
+}
 
 
 def _drop(root: Path) -> Path:
