@@ -58,6 +58,7 @@ from audio_platform.audio.segments import segment_rows
 from audio_platform.audio.vad import SileroVad
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.resources import AsrResource, CurationResource, VadResource
+from audio_platform.evaluation.asr_accuracy import file_hypotheses
 from audio_platform.evaluation.wer import WerResult, corpus_wer
 from audio_platform.pipeline import prepare_instance, process_drop
 from audio_platform.settings import Settings
@@ -299,12 +300,10 @@ def word_edge_offsets(asr_input: AsrInput) -> pl.DataFrame:
 
 
 def hypotheses_by_file(asr_input: AsrInput, transcripts: pl.DataFrame) -> dict[str, str]:
-    """rel path -> the file's transcript (its segments' texts in time order), for every transcribed file."""
-    text_of = dict(zip(transcripts["segment_id"].to_list(), transcripts["text"].to_list(), strict=True))
-    by_file: dict[str, list[str]] = {}
-    for seg_id, file_id in asr_input.segments.sort("start_s").select("segment_id", "file_id").iter_rows():
-        by_file.setdefault(file_id, []).append(text_of[seg_id])
-    return {rel: join_texts(by_file.get(file_id, [])) for file_id, rel in asr_input.rel_path_of.items()}
+    """rel path -> the file's transcript (its segments' texts in time order, as ``asr_evaluation``
+    joins them), for every transcribed file."""
+    said = dict(file_hypotheses(asr_input.segments, transcripts).iter_rows())
+    return {rel: said.get(file_id, "") for file_id, rel in asr_input.rel_path_of.items()}
 
 
 def run_platform_stages(
