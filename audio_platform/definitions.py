@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import (
     AssetSelection,
+    ConfigurableResource,
     Definitions,
     ExecutorDefinition,
     define_asset_job,
@@ -13,6 +14,7 @@ from dagster import (
 
 from audio_platform.defs import curation, ingest, scoring, transcription, vad
 from audio_platform.defs import warehouse as warehouse_defs
+from audio_platform.defs.config import bind
 from audio_platform.defs.curation import curated_segments
 from audio_platform.defs.evaluation import asr_evaluation
 from audio_platform.defs.ingest import raw_audio_files
@@ -26,7 +28,7 @@ from audio_platform.defs.training import TrainingResource, build_training_assets
 from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY, build_transcription_asset
 from audio_platform.defs.vad import vad_segments
 from audio_platform.defs.warehouse import warehouse
-from audio_platform.settings import Settings, load_settings
+from audio_platform.settings import ENV_PREFIX, Settings, load_settings
 
 # Transcription is built from settings (its pool and op tags), so it is selected by key.
 SHARD_ASSETS = AssetSelection.assets(
@@ -64,6 +66,55 @@ def _executor(settings: Settings) -> ExecutorDefinition | None:
     return None
 
 
+def platform_resources(settings: Settings) -> dict[str, ConfigurableResource]:
+    """Every resource, bound from ``settings``: deployment values, and the resource fields set by
+    ``AUDIO_PLATFORM_<RESOURCE>_<FIELD>`` (``settings.resource_config``). A value the domain
+    config refuses fails here, when the definitions load, not in the middle of a run."""
+    bound = settings.resource_config
+    vad = bind(VadResource, bound.get("vad", {}), env_section="vad")
+    asr = bind(AsrResource, bound.get("asr", {}), env_section="asr")
+    curation = bind(CurationResource, bound.get("curation", {}), env_section="curation")
+    training = bind(
+        TrainingResource,
+        {
+            "tracking_uri": settings.mlflow_tracking_uri,
+            "artifact_root": settings.mlflow_artifact_root,
+            **bound.get("training", {}),
+        },
+        env_section="training",
+    )
+    for section, build in (
+        ("vad", vad.config),
+        ("asr", asr.config),
+        ("curation", curation.policy),
+        ("curation", curation.criteria),
+        ("training", training.training_config),
+        ("training", training.floors),
+        ("training", lambda: training.dataset_config(settings.keyword_list[0])),
+    ):
+        try:
+            build()
+        except ValueError as err:
+            raise ValueError(f"{ENV_PREFIX}{section.upper()}_*: {err}") from None
+    return {
+        "storage": PlatformStorage(
+            home=str(settings.home), lake_root=str(settings.lake_root), max_file_duration_s=settings.max_file_duration_s
+        ),
+        "vad": vad,
+        "asr": asr,
+        "curation": curation,
+        "metering": MeteringResource(
+            price_per_cpu_hour=settings.price_per_cpu_hour, price_per_gpu_hour=settings.price_per_gpu_hour
+        ),
+        "training": training,
+        "inbox": InboxResource(
+            root=str(settings.inbox),
+            inbox_quiet_period_s=settings.inbox_quiet_period_s,
+            shard_size=settings.shard_size,
+        ),
+    }
+
+
 def build_definitions(settings: Settings) -> Definitions:
     transcribe_segments = build_transcription_asset(pool=settings.asr_pool, op_tags=settings.asr_op_tags)
     (keyword_dataset, keyword_model, keyword_champion), training_checks = build_training_assets(settings.keyword_list)
@@ -93,35 +144,7 @@ def build_definitions(settings: Settings) -> Definitions:
         jobs=[process_shard_job, rescore_shard_job, refresh_warehouse_job, train_keyword_job],
         executor=_executor(settings),
         sensors=[inbox_sensor, automation_sensor, run_recovery_sensor],
-        resources={
-            "storage": PlatformStorage(
-                home=str(settings.home),
-                lake_root=str(settings.lake_root),
-                max_file_duration_s=settings.max_file_duration_s,
-            ),
-            "vad": VadResource(),
-            "asr": AsrResource(
-                model_path=settings.asr_model_path,
-                device=settings.asr_device,
-                compute_type=settings.asr_compute_type,
-                batch_size=settings.asr_batch_size,
-                beam_size=settings.asr_beam_size,
-                cpu_threads=settings.asr_cpu_threads,
-                pack_across_files=settings.asr_pack_across_files,
-            ),
-            "curation": CurationResource(),
-            "metering": MeteringResource(
-                price_per_cpu_hour=settings.price_per_cpu_hour, price_per_gpu_hour=settings.price_per_gpu_hour
-            ),
-            "training": TrainingResource(
-                tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
-            ),
-            "inbox": InboxResource(
-                root=str(settings.inbox),
-                quiet_period_s=settings.inbox_quiet_period_s,
-                shard_size=settings.shard_size,
-            ),
-        },
+        resources=platform_resources(settings),
     )
 
 

@@ -16,12 +16,10 @@ A column, setting or resource field without a description is an error, not a bla
 from __future__ import annotations
 
 import argparse
-import ast
 import inspect
 import json
-import textwrap
 from collections.abc import Iterable, Sequence
-from dataclasses import MISSING, fields
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +27,9 @@ import duckdb
 from dagster import ConfigurableResource
 from pydantic_core import PydanticUndefined
 
+from audio_platform.config_fields import attribute_docs
 from audio_platform.curation.topsis import DEFAULT_CRITERIA
-from audio_platform.settings import DEFAULT_HOME, ENV_PREFIX, Settings
+from audio_platform.settings import DEFAULT_HOME, ENV_PREFIX, RESOURCE_SECTIONS, Settings, environment_fields
 from audio_platform.storage.tables import (
     COLUMN_DOCS,
     KEYWORD_CANDIDATES,
@@ -107,30 +106,13 @@ def tables_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def attribute_docs(cls: type) -> dict[str, str]:
-    """The docstring under each annotated attribute of ``cls`` (the PEP 257 attribute docstrings)."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
-    assert isinstance(body, ast.ClassDef)
-    docs = {}
-    for node, following in zip(body.body, body.body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = inspect.cleandoc(following.value.value)
-    return docs
-
-
 def _settings_rows() -> list[tuple[str, str, str, str]]:
     docs = attribute_docs(Settings)
-    missing = [f.name for f in fields(Settings) if f.name not in docs]
+    missing = [f.name for f in environment_fields() if f.name not in docs]
     if missing:
         raise ValueError(f"Settings fields {missing} have no docstring: add one under each in settings.py")
     rows = []
-    for f in fields(Settings):
+    for f in environment_fields():
         # home is the one field without a dataclass default: load_settings supplies it.
         default = DEFAULT_HOME if f.name == "home" else f.default
         shown = "unset" if default is None or default is MISSING else f"`{default}`"
@@ -142,7 +124,7 @@ def _type_name(annotation: Any) -> str:
     return annotation.__name__ if isinstance(annotation, type) else str(annotation)
 
 
-def _resource_rows(resource: ConfigurableResource) -> list[tuple[str, str, str, str]]:
+def _resource_rows(key: str, resource: ConfigurableResource) -> list[tuple[str, ...]]:
     rows = []
     undescribed = []
     for name, info in type(resource).model_fields.items():
@@ -151,7 +133,10 @@ def _resource_rows(resource: ConfigurableResource) -> list[tuple[str, str, str, 
         default = "required" if info.default is PydanticUndefined else f"`{json.dumps(info.default)}`"
         if name in resource.model_fields_set:
             default += " (set from the environment)"
-        rows.append((f"`{name}`", f"`{_type_name(info.annotation)}`", default, info.description or ""))
+        row: tuple[str, ...] = (f"`{name}`", f"`{_type_name(info.annotation)}`", default, info.description or "")
+        if key in RESOURCE_SECTIONS:
+            row = (*row[:1], f"`{ENV_PREFIX}{key.upper()}_{name.upper()}`", *row[1:])
+        rows.append(row)
     if undescribed:
         raise ValueError(
             f"{type(resource).__name__} fields {undescribed} have no description; declare them with "
@@ -180,14 +165,21 @@ def configuration_markdown() -> str:
         "",
         "Fields of `audio_platform/settings.py`, read by every entry point (CLI, webserver, daemon, run "
         "workers) at start-up. Unset and empty variables keep the default. `AUDIO_PLATFORM_HOME` is "
-        "resolved against the working directory.",
+        "resolved against the working directory. Besides these, every field of the `vad`, `asr`, `curation` "
+        "and `training` resources below is set by `AUDIO_PLATFORM_<RESOURCE>_<FIELD>` (its *variable* "
+        "column): text parsed as the field's type (`true`/`false`, JSON for lists and mappings, a list of "
+        "words also comma-separated, `null` for an optional field). An unknown name or a value the domain "
+        "code refuses stops the definitions from loading with a message naming the variable.",
         "",
         *_table(["variable", "type", "default", "meaning"], _settings_rows()),
         "",
         "## Resources (per-run configuration)",
         "",
-        "The Dagster resources of `audio_platform.definitions`. Fields marked *set from the environment* "
-        "take their value from the variables above when the definitions load. Any field can be changed for "
+        "The Dagster resources of `audio_platform.definitions`. Each field is declared once, in the domain "
+        "config dataclass it belongs to (`VadConfig`, `AsrConfig`, `CurationPolicy`, `DatasetConfig`, "
+        "`TrainingConfig`, `PromotionFloors`) or in `Settings`, with its default and the description shown "
+        "here and in the launchpad. Fields marked *set from the environment* "
+        "take their value from the variables when the definitions load. Any field can be changed for "
         "one run, in the launchpad or with `audio-platform reprocess|rescore|train --config <file>`, under the "
         "key below. A resource's section replaces all of its values: in the launchpad, repeat the fields set "
         "from the environment (the CLI keeps them by itself). See [runbook.md](runbook.md) for examples.",
@@ -202,7 +194,8 @@ def configuration_markdown() -> str:
     for key, resource in resources.items():
         doc = inspect.cleandoc(type(resource).__doc__ or "").replace("``", "`")
         lines += ["", f"### {key}", "", f"`{type(resource).__name__}`: {' '.join(doc.split())}", ""]
-        lines += _table(["field", "type", "default", "meaning"], _resource_rows(resource))
+        header = ["field", "variable", "type", "default", "meaning"] if key in RESOURCE_SECTIONS else None
+        lines += _table(header or ["field", "type", "default", "meaning"], _resource_rows(key, resource))
         if key == "curation":
             lines += [
                 "",

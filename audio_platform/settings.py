@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ DEFAULT_HOME = ".audio_platform"
 # DuckDB (for its write-ahead log) cut a path at `?`, and DuckDB reads `\` as a path separator.
 HOME_URI_CHARACTERS = "?%\\"
 ENV_PREFIX = "AUDIO_PLATFORM_"
+# Resources whose fields are read from AUDIO_PLATFORM_<RESOURCE>_<FIELD> (see resource_config).
+RESOURCE_SECTIONS = ("vad", "asr", "curation", "training")
 # Values of AUDIO_PLATFORM_EXECUTOR: all steps in the run's process, a subprocess per step (Dagster's
 # default), or dagster_k8s.k8s_job_executor.
 EXECUTORS = ("in_process", "multiprocess", "k8s")
@@ -69,22 +72,6 @@ class Settings:
     """An inbox drop without a ready marker counts as complete after this long unchanged."""
     max_file_duration_s: float = 4 * 3600.0
     """Longer files are quarantined."""
-    asr_model_path: str | None = None
-    """A local CTranslate2 Whisper model folder; unset: the packaged Whisper tiny.en."""
-    asr_device: str = "auto"
-    """`cpu`, `cuda` or `auto`."""
-    asr_compute_type: str = "default"
-    """CTranslate2 compute type; `default` is int8 on CPU, float16 on CUDA."""
-    asr_batch_size: int = 0
-    """30-s windows decoded together; 0 = automatic (4 on CPU, fitted to free GPU memory on CUDA)."""
-    asr_beam_size: int = 5
-    """Beam width of the decoder (1 = greedy)."""
-    asr_cpu_threads: int = 0
-    """CPU threads of the ASR model; 0 lets CTranslate2 choose."""
-    asr_pack_across_files: bool = False
-    """Let segments of different files share a 30-s window: several times faster on many short
-    files, but words of one file then bleed into its neighbours' transcripts (short clips lose
-    accuracy). Off: each window holds one file's segments."""
     # Prices behind every stage's estimated_cost (metadata, stage_runs, metrics), in any currency.
     # Defaults are on-demand USD list prices: a compute-optimized vCPU-hour with its memory (as in
     # docs/capacity_plan.md) and an A10G-class GPU-hour.
@@ -116,6 +103,10 @@ class Settings:
     of dagster-k8s's per-step config (`container_config`, `pod_spec_config`,
     `pod_template_spec_metadata`, `job_config`, `job_metadata`, `job_spec_config`, `merge_behavior`),
     e.g. a GPU limit, node selector and toleration (k8s/gpu-settings.yaml)."""
+    resource_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    """Values of resource fields by resource and field name, e.g. ``{"asr": {"beam_size": 1}}``:
+    `load_settings` fills it from the `AUDIO_PLATFORM_<RESOURCE>_<FIELD>` variables (text, parsed
+    and checked against the field when the definitions are built)."""
 
     def __post_init__(self) -> None:
         unsafe = sorted(set(str(self.home)) & set(HOME_URI_CHARACTERS))
@@ -213,11 +204,23 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Build settings from ``AUDIO_PLATFORM_*`` environment variables; unset ones keep defaults."""
     env = dict(os.environ if environ is None else environ)
     values: dict[str, Any] = {"home": Path(env.get(f"{ENV_PREFIX}HOME", DEFAULT_HOME)).expanduser().resolve()}
-    for field in fields(Settings):
-        key = f"{ENV_PREFIX}{field.name.upper()}"
-        if field.name != "home" and env.get(key, "") != "":
+    for setting in environment_fields():
+        key = f"{ENV_PREFIX}{setting.name.upper()}"
+        if setting.name != "home" and env.get(key, "") != "":
             try:
-                values[field.name] = _coerce(env[key], field.type)
+                values[setting.name] = _coerce(env[key], setting.type)
             except ValueError as err:
-                raise ValueError(f"{key}={env[key]!r} is not a valid {field.type}") from err
-    return Settings(**values)
+                raise ValueError(f"{key}={env[key]!r} is not a valid {setting.type}") from err
+    own = {f"{ENV_PREFIX}{setting.name.upper()}" for setting in environment_fields()}
+    resource_config: dict[str, dict[str, str]] = {}
+    for key, raw in env.items():
+        for section in RESOURCE_SECTIONS:
+            prefix = f"{ENV_PREFIX}{section.upper()}_"
+            if key.startswith(prefix) and key not in own and raw != "":
+                resource_config.setdefault(section, {})[key.removeprefix(prefix).lower()] = raw
+    return Settings(**values, resource_config=resource_config)
+
+
+def environment_fields() -> tuple[Any, ...]:
+    """The Settings fields read from their own ``AUDIO_PLATFORM_<FIELD>`` variable."""
+    return tuple(setting for setting in fields(Settings) if setting.name != "resource_config")

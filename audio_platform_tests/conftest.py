@@ -18,6 +18,8 @@ from audio_platform.settings import Settings
 from audio_platform_tests.servers import postgres_server, s3_server  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Settings.resource_config of every test run: the ASR model on two threads, as on the 2-core CI machine.
+TWO_ASR_THREADS = {"asr": {"cpu_threads": 2}}
 CORPUS = REPO_ROOT.parent / "shared" / "corpus"
 
 # Tests share a 2-core machine: keep torch from spawning a thread per core in every worker.
@@ -40,7 +42,7 @@ def demo_shard_home(root: Path) -> tuple[Settings, str]:
     from audio_platform.demo import build_demo_drop
     from audio_platform.pipeline import prepare_instance, process_drop
 
-    settings = Settings(home=root / "home", asr_cpu_threads=2)
+    settings = Settings(home=root / "home", resource_config=TWO_ASR_THREADS)
     build_demo_drop(root / "drop")
     report = process_drop(settings, build_definitions(settings), root / "drop", prepare_instance(settings))
     assert report.failed_shards == [] and len(report.plan.shards) == 1
@@ -59,4 +61,4 @@ def stop_process_group(process: subprocess.Popen[Any], timeout_s: float = 30.0) 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home", shard_size=4, asr_cpu_threads=2)
+    return Settings(home=tmp_path / "home", shard_size=4, resource_config=TWO_ASR_THREADS)

@@ -37,6 +37,7 @@ from audio_platform.pipeline import DropRunReport, prepare_instance, process_dro
 from audio_platform.settings import Settings
 from audio_platform.storage.drops import iter_drop_files, storable_path
 from audio_platform.storage.warehouse import query
+from audio_platform_tests.conftest import TWO_ASR_THREADS
 
 pytestmark = pytest.mark.e2e
 
@@ -249,7 +250,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     root = tmp_path_factory.mktemp("bad_inputs")
     drop = build_drop(root)
     before = fingerprints(drop)
-    settings = Settings(home=root / "home", shard_size=64, max_file_duration_s=MAX_DURATION_S, asr_cpu_threads=2)
+    settings = Settings(
+        home=root / "home", shard_size=64, max_file_duration_s=MAX_DURATION_S, resource_config=TWO_ASR_THREADS
+    )
     real_register, real_hash = pipeline.register_drop, inventory.content_hash
 
     def register_then_delete(*args: object, **kwargs: object) -> object:

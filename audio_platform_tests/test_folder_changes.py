@@ -18,7 +18,7 @@ from audio_platform.definitions import build_definitions
 from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
-from audio_platform_tests.conftest import CORPUS, requires_corpus
+from audio_platform_tests.conftest import CORPUS, TWO_ASR_THREADS, requires_corpus
 
 pytestmark = [pytest.mark.e2e, requires_corpus]
 
@@ -28,7 +28,7 @@ SPEECH = [CORPUS / "audio/an4" / name for name in ("an251-fash-b.wav", "an253-fa
 
 class Home:
     def __init__(self, root: Path, shard_size: int) -> None:
-        self.settings = Settings(home=root / "home", shard_size=shard_size, asr_cpu_threads=2)
+        self.settings = Settings(home=root / "home", shard_size=shard_size, resource_config=TWO_ASR_THREADS)
         self.defs = build_definitions(self.settings)
         self.instance = prepare_instance(self.settings)
 

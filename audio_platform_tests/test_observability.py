@@ -32,6 +32,7 @@ from audio_platform.observability.progress import DropProgress, StageProgress, l
 from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
+from audio_platform_tests.conftest import TWO_ASR_THREADS
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +77,7 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Processed:
     (drop / "one again.wav").write_bytes((drop / "one.wav").read_bytes())
     (drop / "notes.wav").write_bytes(b"these are not samples\n" * 20)
     (drop / "empty.wav").write_bytes(b"")
-    settings = Settings(home=root / "home", shard_size=10, asr_cpu_threads=2)
+    settings = Settings(home=root / "home", shard_size=10, resource_config=TWO_ASR_THREADS)
     defs = build_definitions(settings)
     instance = prepare_instance(settings)
     drop_updates: list[DropProgress] = []
@@ -129,9 +130,10 @@ def test_charts_are_embedded_pngs(processed: Processed) -> None:
 def test_run_log_and_listener_show_stage_progress(processed: Processed) -> None:
     (run,) = [r.dagster_run for r in processed.instance.get_run_records() if r.dagster_run.job_name == "process_shard"]
     messages = [entry.user_message for entry in processed.instance.all_logs(run.run_id)]
-    for final in ("ingest 5/5 files (100%)", "VAD 2/2 files (100%)", "ASR 2/2 files (100%)"):
+    for final in ("ingest 5/5 files (100%)", "VAD 2/2 files (100%)"):
         assert any(message.startswith(final) for message in messages), final
-    progress_lines = [m for m in messages if re.match(r"(ingest|VAD|ASR) \d+/\d+ files", m)]
+    assert any(re.match(r"ASR (\d+)/\1 s of speech \(100%\), .*done in", m) for m in messages)
+    progress_lines = [m for m in messages if re.match(r"(ingest|VAD|ASR) \d+/\d+ (files|s of speech)", m)]
     assert len(progress_lines) <= 3 * 4  # throttled: at most each quarter, per stage
     assert {update.label for update in processed.stage_updates} == {"ingest", "VAD", "ASR"}
     assert processed.drop_updates == [DropProgress(0, 1, 0, 5), DropProgress(1, 1, 5, 5)]

@@ -24,7 +24,7 @@ from audio_platform.evaluation.wer import corpus_wer, normalize_text
 from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
-from audio_platform_tests.conftest import CORPUS, corpus_manifest, requires_corpus
+from audio_platform_tests.conftest import CORPUS, TWO_ASR_THREADS, corpus_manifest, requires_corpus
 
 pytestmark = [pytest.mark.e2e, requires_corpus]
 
@@ -98,7 +98,7 @@ def _references() -> dict[str, str]:
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path, DropRunReport]:
     root = tmp_path_factory.mktemp("e2e")
     drop = _build_drop(root)
-    settings = Settings(home=root / "home", shard_size=8, asr_cpu_threads=2)
+    settings = Settings(home=root / "home", shard_size=8, resource_config=TWO_ASR_THREADS)
     report = process_drop(settings, build_definitions(settings), drop, prepare_instance(settings))
     return settings, drop, report
 

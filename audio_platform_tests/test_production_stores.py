@@ -24,7 +24,7 @@ from audio_platform.settings import Settings, load_settings
 from audio_platform.storage.lake import Lake
 from audio_platform.storage.tables import LAKE_TABLES
 from audio_platform.storage.warehouse import query
-from audio_platform_tests.conftest import CORPUS, REPO_ROOT, requires_corpus
+from audio_platform_tests.conftest import CORPUS, REPO_ROOT, TWO_ASR_THREADS, requires_corpus
 from audio_platform_tests.servers import PostgresServer, S3Server
 
 pytestmark = [pytest.mark.e2e, requires_corpus]
@@ -128,7 +128,7 @@ def test_the_dagster_instance_on_postgres_records_the_shard_run(
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
-        shard, _ = _process(Settings(home=tmp_path / "home", asr_cpu_threads=2), instance, tmp_path)
+        shard, _ = _process(Settings(home=tmp_path / "home", resource_config=TWO_ASR_THREADS), instance, tmp_path)
         event = instance.get_latest_materialization_event(AssetKey("curated_segments"))
         assert event is not None and event.dagster_event is not None and event.dagster_event.partition == shard
 

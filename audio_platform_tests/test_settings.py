@@ -17,18 +17,75 @@ def test_environment_overrides_are_typed(tmp_path):
     settings = load_settings(
         {"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_SHARD_SIZE": "7", "AUDIO_PLATFORM_ASR_MODEL_PATH": "/m"}
     )
-    assert settings.shard_size == 7 and settings.asr_model_path == "/m"
-    assert settings.asr_pack_across_files is False
+    assert settings.shard_size == 7 and settings.resource_config == {"asr": {"model_path": "/m"}}
+
+
+def _resources(tmp_path, **variables):
+    from audio_platform.definitions import platform_resources
+
+    return platform_resources(load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), **variables}))
+
+
+def test_every_resource_field_is_reached_by_its_environment_variable(tmp_path):
+    """AUDIO_PLATFORM_<RESOURCE>_<FIELD>: the text is parsed as the field's type, for the names that
+    existed before (ASR) and for any field of the VAD, curation and training resources."""
     for raw, expected in (("true", True), ("1", True), ("off", False), ("No", False)):
-        env = {"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_ASR_PACK_ACROSS_FILES": raw}
-        assert load_settings(env).asr_pack_across_files is expected
+        asr = _resources(tmp_path, AUDIO_PLATFORM_ASR_PACK_ACROSS_FILES=raw)["asr"]
+        assert asr.config().pack_across_files is expected
+    resources = _resources(
+        tmp_path,
+        AUDIO_PLATFORM_ASR_BEAM_SIZE="1",
+        AUDIO_PLATFORM_ASR_CONTEXT_PAD_S="0.5",
+        AUDIO_PLATFORM_ASR_LANGUAGE="null",
+        AUDIO_PLATFORM_VAD_THRESHOLD="0.4",
+        AUDIO_PLATFORM_CURATION_LANGUAGES="en, de",
+        AUDIO_PLATFORM_CURATION_CRITERIA_OVERRIDES='{"snr_db": {"weight": 3}}',
+        AUDIO_PLATFORM_TRAINING_EPOCHS="3",
+        AUDIO_PLATFORM_TRAINING_TARGET_RECALL="none",
+    )
+    asr = resources["asr"].config()
+    assert (asr.beam_size, asr.context_pad_s, asr.language) == (1, 0.5, None)
+    assert resources["vad"].config().threshold == 0.4
+    assert resources["curation"].policy().languages == ("en", "de")
+    assert {c.name: c.weight for c in resources["curation"].criteria()}["snr_db"] == 3.0
+    training = resources["training"].training_config()
+    assert (training.epochs, training.target_recall) == (3, None)
+    # Fields set from the environment are the ones a --config file keeps (cli.load_run_config).
+    assert resources["asr"].model_fields_set == {"beam_size", "context_pad_s", "language"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "message"),
+    [
+        (
+            "AUDIO_PLATFORM_ASR_BEAM_SIZ",
+            "5",
+            r"AUDIO_PLATFORM_ASR_BEAM_SIZ: no such setting; known: .*AUDIO_PLATFORM_ASR_BEAM_SIZE",
+        ),
+        (
+            "AUDIO_PLATFORM_ASR_BEAM_SIZE",
+            "wide",
+            r"AUDIO_PLATFORM_ASR_BEAM_SIZE='wide': Input should be a valid integer",
+        ),
+        ("AUDIO_PLATFORM_ASR_BEAM_SIZE", "0", r"AUDIO_PLATFORM_ASR_\*: beam_size must be an integer >= 1, got 0"),
+        ("AUDIO_PLATFORM_ASR_PACK_ACROSS_FILES", "maybe", r"AUDIO_PLATFORM_ASR_PACK_ACROSS_FILES='maybe'"),
+        ("AUDIO_PLATFORM_VAD_THRESHOLD", "1.5", r"AUDIO_PLATFORM_VAD_\*: threshold must be in \(0, 1\)"),
+        (
+            "AUDIO_PLATFORM_CURATION_CRITERIA_OVERRIDES",
+            "{snr",
+            r"AUDIO_PLATFORM_CURATION_CRITERIA_OVERRIDES: '\{snr' is not JSON",
+        ),
+        ("AUDIO_PLATFORM_TRAINING_VAL_FRACTION", "0.9", r"AUDIO_PLATFORM_TRAINING_\*: val_fraction \+ test_fraction"),
+    ],
+)
+def test_bad_resource_variables_fail_when_the_definitions_load(tmp_path, variable, raw, message):
+    with pytest.raises(ValueError, match=message):
+        _resources(tmp_path, **{variable: raw})
 
 
 def test_bad_values_are_explained(tmp_path):
     with pytest.raises(ValueError, match="AUDIO_PLATFORM_SHARD_SIZE"):
         load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_SHARD_SIZE": "many"})
-    with pytest.raises(ValueError, match="AUDIO_PLATFORM_ASR_PACK_ACROSS_FILES"):
-        load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_ASR_PACK_ACROSS_FILES": "maybe"})
     with pytest.raises(ValueError, match="shard_size"):
         Settings(home=Path(tmp_path), shard_size=0)
 

@@ -142,7 +142,7 @@ def bench_sensor(
     inbox = home / "inbox"
     for index in range(drops):
         make_drop(inbox / f"drop-{index:04d}", files_per_drop, ready=True)
-    inbox_resource = InboxResource(root=str(inbox), quiet_period_s=60.0, shard_size=shard_size)
+    inbox_resource = InboxResource(root=str(inbox), inbox_quiet_period_s=60.0, shard_size=shard_size)
     resources = {"storage": PlatformStorage(home=str(home)), "inbox": inbox_resource}
 
     def tick(cursor: str | None) -> SensorResult | SkipReason:

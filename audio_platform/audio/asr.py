@@ -148,25 +148,40 @@ class AsrConfig:
     """Model and decoding settings; ``gap_s`` is the silence put between packed segments."""
 
     model_path: str | None = None
+    """A CTranslate2 Whisper model folder; null: the packaged Whisper tiny.en."""
     device: str = "auto"
+    """`cpu`, `cuda` or `auto`."""
     compute_type: str = "default"
+    """CTranslate2 compute type; `default` is int8 on CPU, float16 on CUDA."""
     beam_size: int = 5
-    batch_size: int = 0  # 0 = automatic (see CPU_AUTO_BATCH and fitted_gpu_batch)
+    """Beam width of the decoder (1 = greedy)."""
+    batch_size: int = 0
+    """30-s windows decoded together; 0 = automatic (4 on CPU; on CUDA fitted to free GPU memory,
+    halved on out-of-memory)."""
     cpu_threads: int = 0
+    """CPU threads of the model; 0 lets CTranslate2 choose."""
     language: str | None = "en"
+    """Language to transcribe; null: detect it per window."""
     window_s: float = MAX_WINDOW_S
+    """Longest window of packed segments decoded at once (Whisper hears 30 s)."""
     gap_s: float = 0.5
-    # Seconds of the file's own audio rendered on each side of a segment (never into another
-    # segment's speech: at most half the pause to it), so that the decoder hears the VAD cut's
-    # surroundings instead of digital silence.
+    """Silence put between two segments packed into one window."""
+    # Never into another segment's speech: at most half the pause to it.
     context_pad_s: float = 1.0
+    """Seconds of the file's own audio decoded around each segment (at most half the pause to the
+    next one): context at the VAD cut instead of digital silence."""
     # A piece alone in its window whose decode failed by Whisper's own signs (see _failed_decode)
     # is decoded again sequentially with temperature fallback, as plain faster-whisper does.
     temperature_fallback: bool = True
-    # Segments of different files in one window: several times faster on many short files, but
-    # the decoder then carries words from one file into its neighbours (one-word clips in random
-    # order: the spoken word found in 66 % of clips packed, 82 % with a window per file).
+    """Decode a segment again with Whisper's temperature fallback when its decode failed by
+    Whisper's own signs (repetitive text, unlikely tokens, too many words, a word stretched over
+    speech)."""
+    # One-word clips in random order: the spoken word found in 66 % of clips packed, 82 % with a
+    # window per file.
     pack_across_files: bool = False
+    """Let segments of different files share a 30-s window: several times faster on many short
+    files, but words of one file then bleed into its neighbours' transcripts (short clips lose
+    accuracy). Off: each window holds one file's segments."""
 
     def __post_init__(self) -> None:
         if self.model_path is not None and not self.model_path.strip():

@@ -62,32 +62,37 @@ class VadConfig:
     """Segmentation settings. Durations are in seconds."""
 
     threshold: float = 0.5
-    neg_threshold: float | None = None  # None: max(threshold - 0.15, 0.01), as Silero does
+    """Speech probability that starts a speech span."""
+    neg_threshold: float | None = None
+    """Speech probability below which a span ends; null: max(threshold - 0.15, 0.01), as Silero does."""
     # Measured on 300 real one-word clips (Speech Commands, FSDD): 0.25 s found no speech in 42,
     # 0.1 s in 15, with the same frame F1 on the labelled set and no new span on non-speech.
     min_speech_s: float = 0.1
+    """Shorter speech spans are dropped (0.1 s keeps a clipped one-syllable word such as 'six')."""
     min_silence_s: float = 0.1
+    """Silence that ends a speech span."""
     speech_pad_s: float = 0.03
-    merge_gap_s: float = 0.3  # merge neighbours closer than this (segments sized for ASR)
-    max_segment_s: float = 30.0  # split longer spans at their lowest-probability frame
+    """Padding added to both ends of each span."""
+    merge_gap_s: float = 0.3
+    """Neighbouring spans closer than this are merged (segments sized for ASR)."""
+    max_segment_s: float = 30.0
+    """Longer spans are split at their lowest-probability frame (30 s = Whisper's window)."""
     use_onnx: bool = True
+    """Run the ONNX model (else the TorchScript one)."""
     num_threads: int = 1
+    """CPU threads of the VAD model."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.neg_threshold is not None and not 0.0 <= self.neg_threshold <= self.threshold:
-            raise ValueError(
-                f"neg_threshold must be in [0, threshold={self.threshold}], got {self.neg_threshold}"
-            )
+            raise ValueError(f"neg_threshold must be in [0, threshold={self.threshold}], got {self.neg_threshold}")
         for name in ("min_speech_s", "min_silence_s", "speech_pad_s", "merge_gap_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if not (math.isfinite(self.max_segment_s) and self.max_segment_s >= _MIN_MAX_SEGMENT_S):
-            raise ValueError(
-                f"max_segment_s must be a finite number >= {_MIN_MAX_SEGMENT_S}, got {self.max_segment_s}"
-            )
+            raise ValueError(f"max_segment_s must be a finite number >= {_MIN_MAX_SEGMENT_S}, got {self.max_segment_s}")
         if self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
 
@@ -236,9 +241,7 @@ class SileroVad:
         return out.numpy().astype(np.float32, copy=False).reshape(-1)
 
 
-def segments_from_probabilities(
-    probs: np.ndarray, duration_s: float, config: VadConfig
-) -> list[SpeechSegment]:
+def segments_from_probabilities(probs: np.ndarray, duration_s: float, config: VadConfig) -> list[SpeechSegment]:
     """Turn per-frame probabilities into sorted, non-overlapping speech segments.
 
     Steps: hysteresis (start at ``p >= threshold``; end once ``p < neg_threshold`` has
@@ -258,8 +261,7 @@ def segments_from_probabilities(
     expected_frames = math.ceil(round(duration_s / FRAME_S, 6))
     if probs.size != expected_frames:
         raise ValueError(
-            f"duration_s={duration_s} needs {expected_frames} frames of {FRAME_S} s, "
-            f"got {probs.size} probabilities"
+            f"duration_s={duration_s} needs {expected_frames} frames of {FRAME_S} s, got {probs.size} probabilities"
         )
 
     raw = _hysteresis(probs.tolist(), config)

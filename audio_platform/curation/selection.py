@@ -19,17 +19,25 @@ class CurationPolicy:
     """Thresholds for :func:`decide`. An empty ``languages`` accepts any language."""
 
     min_score: float = 0.5
+    """Lowest TOPSIS score selected."""
     min_duration_s: float = 1.0
+    """Shorter segments are rejected."""
     max_duration_s: float = 30.0
+    """Longer segments are rejected."""
     languages: tuple[str, ...] = ("en",)
+    """Accepted transcript languages; empty: any."""
     max_no_speech_prob: float = 0.6
+    """Segments the ASR deems likelier silent are rejected."""
     max_compression_ratio: float = 2.4
+    """More repetitive transcripts are rejected."""
     require_text: bool = True
+    """Reject segments with an empty transcript."""
     # Not in the score alone: TOPSIS is compensatory, so a heavily clipped
     # segment with otherwise perfect criteria still scores ~0.75, yet
     # clipping is irrecoverable distortion. 1% matches the criterion's
     # anti-ideal; 1.0 disables the gate.
     max_clipping_ratio: float = 0.01
+    """More clipped segments are rejected whatever their score; 1.0 disables the gate."""
     # Text-plausibility gates on the criteria.add_plausibility_criteria columns: a
     # hallucinated transcript on audio that is otherwise fine passes every acoustic
     # check and only loses part of its score. The defaults sit well outside real speech
@@ -38,17 +46,24 @@ class CurationPolicy:
     # A k-word phrase looped to L words reads about 1 - k/L: said three times running
     # it is above 0.5, said twice (a speaker repeating themselves) below.
     max_repeated_ngram_ratio: float = 0.5
+    """Transcripts whose word 3-grams (2-grams under 8 words) repeat more often are rejected as
+    decoding loops; 1.0 disables the gate."""
     # Longest English words in use are ~28 letters; a longer run is decoder garbage.
-    # Raise it for languages with long compounds (German, Finnish).
     max_word_chars: int = 30
+    """Transcripts with a longer word (letters and digits) are rejected as decoder garbage; raise
+    it for languages with long compounds."""
     # Letters and digits per second: speech runs about 8-17 (Whisper's segments of the
     # corpus reach 16.9); twice the fastest speaker means the text was not heard here.
     max_chars_per_second: float = 35.0
-    # Too little text for the audio (one word over many seconds of speech): only
-    # checked on segments of SLOW_TEXT_MIN_DURATION_S or more; 0 disables.
+    """More letters and digits per second of segment than anyone says: the text was not heard there."""
+    # Only checked on segments of SLOW_TEXT_MIN_DURATION_S or more.
     min_chars_per_second: float = 1.0
+    """Fewer letters and digits per second, on segments of 2 s or more: the ASR missed the speech;
+    0 disables the gate."""
     # Whisper's stock outputs on non-speech (criteria.FILLER_WHOLE_TEXTS / FILLER_FORMULAS).
     reject_filler_phrases: bool = True
+    """Reject stock ASR hallucinations: a transcript that is only "Thank you." / "you" and the
+    like, or holds a credits formula ("thanks for watching", "subtitles by")."""
 
     def __post_init__(self) -> None:
         # Config loaders hand over lists; keep the dataclass hashable.

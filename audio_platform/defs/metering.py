@@ -14,12 +14,14 @@ to ``meter.audio_s``, and ends with ``meter.finish(lake, ...)``, which
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import AssetExecutionContext, ConfigurableResource, MetadataValue
-from pydantic import Field
+from dagster import AssetExecutionContext, MetadataValue
 
+from audio_platform.config_fields import described_fields
+from audio_platform.defs.config import declared_fields_resource
 from audio_platform.defs.recovery import record_run_owner
 from audio_platform.observability.progress import ProgressReporter
 from audio_platform.observability.stage_runs import Prices, Stopwatch, stage_run_key, stage_run_row
+from audio_platform.settings import Settings
 from audio_platform.storage.lake import Lake
 from audio_platform.storage.tables import STAGE_RUNS
 
@@ -35,12 +37,11 @@ COMMON_METADATA_KEYS = (
 )
 
 
-class MeteringResource(ConfigurableResource):
-    """Prices behind each stage's ``estimated_cost`` (AUDIO_PLATFORM_PRICE_PER_CPU_HOUR /
-    _PER_GPU_HOUR), per CPU-hour consumed and per GPU-hour held."""
+_PRICES = declared_fields_resource(described_fields(Settings, include=("price_per_cpu_hour", "price_per_gpu_hour")))
 
-    price_per_cpu_hour: float = Field(description="AUDIO_PLATFORM_PRICE_PER_CPU_HOUR: price of a CPU-hour.")
-    price_per_gpu_hour: float = Field(description="AUDIO_PLATFORM_PRICE_PER_GPU_HOUR: price of a GPU-hour.")
+
+class MeteringResource(_PRICES):  # type: ignore[misc,valid-type]  # fields generated from Settings
+    """Prices behind each stage's ``estimated_cost``, per CPU-hour consumed and per GPU-hour held."""
 
     def start(self, context: AssetExecutionContext) -> "StageMeter":
         # Every stage starts here, so this is where a launched run names the process executing it.

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from dagster import (
     AutomationConditionSensorDefinition,
-    ConfigurableResource,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -17,23 +16,23 @@ from dagster import (
 )
 from pydantic import Field
 
+from audio_platform.config_fields import described_fields
+from audio_platform.defs.config import declared_fields_resource
 from audio_platform.defs.partitions import SHARDS, shard_partitions
 from audio_platform.defs.registration import PROCESS_SHARD_JOB, REGISTRATION_TAG, is_processed
 from audio_platform.defs.resources import PlatformStorage
+from audio_platform.settings import Settings
 from audio_platform.storage.drops import drop_id_for
 from audio_platform.storage.inbox import DropWatch, inbox_drops, inspect_drop
 from audio_platform.storage.registration import WAITING, record_drop_state, register_drop_files
 
+_INBOX_SETTINGS = declared_fields_resource(described_fields(Settings, include=("inbox_quiet_period_s", "shard_size")))
 
-class InboxResource(ConfigurableResource):
+
+class InboxResource(_INBOX_SETTINGS):  # type: ignore[misc,valid-type]  # fields generated from Settings
     """Where drops land and when a drop counts as complete."""
 
     root: str = Field(description="The inbox folder: each sub-folder is a drop (default <home>/inbox).")
-    quiet_period_s: float = Field(
-        default=60.0,
-        description="AUDIO_PLATFORM_INBOX_QUIET_PERIOD_S: a drop observed unchanged this long is complete.",
-    )
-    shard_size: int = Field(default=500, description="AUDIO_PLATFORM_SHARD_SIZE: files per shard of a new drop.")
     # Bounds one tick's work so a burst of drops cannot stall the daemon; the rest wait a tick.
     max_drops_per_tick: int = Field(default=20, description="Drops registered per sensor tick at most.")
 
@@ -67,7 +66,7 @@ def inbox_sensor(
     known_partitions = set(context.instance.get_dynamic_partitions(SHARDS))
     for folder in inbox_drops(Path(inbox.root)):
         try:
-            status = inspect_drop(folder, inbox.quiet_period_s, now, watches.get(folder.name))
+            status = inspect_drop(folder, inbox.inbox_quiet_period_s, now, watches.get(folder.name))
         except OSError as err:  # the folder vanished or turned unreadable while it was listed
             waiting.append(f"{folder.name}: cannot be listed ({err})")
             continue

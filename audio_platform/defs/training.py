@@ -4,7 +4,6 @@ A blocking check on keyword_model (candidate_meets_floors) is a pure read of the
 metrics; moving the alias is the work of the keyword_champion asset, never of a check."""
 
 from collections.abc import Iterator
-from dataclasses import MISSING, fields
 
 import polars as pl
 from dagster import (
@@ -16,7 +15,6 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetsDefinition,
-    ConfigurableResource,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -26,7 +24,9 @@ from dagster import (
 )
 from pydantic import Field
 
+from audio_platform.config_fields import described_fields
 from audio_platform.defs.automation import AFTER_UPSTREAM_UPDATES
+from audio_platform.defs.config import declared_fields_resource, domain_config
 from audio_platform.defs.ingest import raw_audio_files
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.resources import PlatformStorage
@@ -47,72 +47,41 @@ from audio_platform.training.dataset import dataset_lineage, dataset_shortfall, 
 # The torch-backed training modules (pipeline, registry) are imported inside the training assets:
 # every shard run loads these definitions, and importing torch would add ~300 MB to each one.
 
-# Defaults are the domain configs' (one declaration); the resource only exposes them.
-DATASET_DEFAULTS = {f.name: f.default for f in fields(DatasetConfig) if f.default is not MISSING}
-TRAINING_DEFAULTS = {f.name: f.default for f in fields(TrainingConfig) if f.default is not MISSING}
 # espeak-ng voices × rates × pitches for synthetic positives (train split only).
 TTS_VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-us+f3", "en+m3")
 
+# The fields of the domain configs a deployment tunes; each is declared once, in its dataclass.
+_DECLARED = declared_fields_resource(
+    described_fields(
+        DatasetConfig,
+        include=(
+            "clip_s",
+            "min_word_probability",
+            "min_snr_db",
+            "max_clipping_ratio",
+            "min_context_s",
+            "speaker_pattern",
+            "min_speakers",
+            "val_fraction",
+            "test_fraction",
+            "split_salt",
+        ),
+    ),
+    described_fields(
+        TrainingConfig, include=("seed", "epochs", "steps_per_epoch", "batch_size", "device", "target_recall")
+    ),
+    described_fields(PromotionFloors, include=("min_f1", "max_false_accepts_per_hour")),
+)
 
-class TrainingResource(ConfigurableResource):
+
+class TrainingResource(_DECLARED):  # type: ignore[misc,valid-type]  # fields generated from the dataclasses
     """MLflow location, dataset cutting, training budget and the promotion floors."""
 
     tracking_uri: str = Field(description="MLflow tracking and registry store (see the MLflow settings).")
     artifact_root: str = Field(description="Artifact location of a newly created MLflow experiment.")
     model_prefix: str = Field(default="kws-", description="Registered model name = prefix + keyword.")
-    clip_s: float = Field(default=1.0, description="Length of every training clip in seconds.")
-    min_word_probability: float = Field(
-        default=DATASET_DEFAULTS["min_word_probability"],
-        description="Keyword policy: lowest ASR probability of a keyword occurrence (positive) or another "
-        "word (negative) to be taken; a less sure word is only kept away from.",
-    )
-    min_snr_db: float = Field(
-        default=DATASET_DEFAULTS["min_snr_db"], description="Keyword policy: lowest SNR (dB) of a positive's segment."
-    )
-    max_clipping_ratio: float = Field(
-        default=DATASET_DEFAULTS["max_clipping_ratio"],
-        description="Keyword policy: highest share of clipped samples in a positive's segment.",
-    )
-    min_context_s: float = Field(
-        default=DATASET_DEFAULTS["min_context_s"],
-        description="Keyword policy: room a positive needs on each side of the keyword in its clip.",
-    )
-    speaker_pattern: str = Field(
-        default=DATASET_DEFAULTS["speaker_pattern"],
-        description="Regular expression with a named group (?P<speaker>...) matched on each file name, for "
-        "files the drop metadata gives no speaker; files with the same speaker share a split. Empty: every "
-        "such file is its own speaker.",
-    )
-    min_speakers: int = Field(
-        default=DATASET_DEFAULTS["min_speakers"],
-        description="With at least this many speakers of the keyword, validation and test each receive some.",
-    )
-    val_fraction: float = Field(
-        default=DATASET_DEFAULTS["val_fraction"], description="Share of speakers in the validation split."
-    )
-    test_fraction: float = Field(
-        default=DATASET_DEFAULTS["test_fraction"], description="Share of speakers in the test split."
-    )
-    split_salt: str = Field(
-        default=DATASET_DEFAULTS["split_salt"],
-        description="Salt of the per-speaker split hash; changing it reshuffles splits.",
-    )
     synthetic_positives: bool = Field(
         default=True, description="Add espeak-ng keyword clips (train split only) to the real positives."
-    )
-    seed: int = Field(default=0, description="Seed of sampling, augmentation and initialization.")
-    epochs: int = Field(default=40, description="Upper bound on epochs (early stopping may end sooner).")
-    steps_per_epoch: int = Field(default=40, description="Balanced batches per epoch.")
-    batch_size: int = Field(default=64, description="Clips per batch.")
-    device: str = Field(default="auto", description="cpu, cuda or auto.")
-    target_recall: float | None = Field(
-        default=TRAINING_DEFAULTS["target_recall"],
-        description="Detection threshold: the highest that keeps this share of the validation keyword clips "
-        "(unseen speakers); null: the F1-maximising threshold.",
-    )
-    min_f1: float = Field(default=0.5, description="Promotion floor: lowest test F1 a champion may have.")
-    max_false_accepts_per_hour: float = Field(
-        default=10.0, description="Promotion ceiling: most false accepts per hour a champion may have."
     )
 
     def model_name(self, keyword: str) -> str:
@@ -124,33 +93,13 @@ class TrainingResource(ConfigurableResource):
             if self.synthetic_positives
             else ()
         )
-        return DatasetConfig(
-            keyword=keyword,
-            clip_s=self.clip_s,
-            min_word_probability=self.min_word_probability,
-            min_snr_db=self.min_snr_db,
-            max_clipping_ratio=self.max_clipping_ratio,
-            min_context_s=self.min_context_s,
-            speaker_pattern=self.speaker_pattern,
-            min_speakers=self.min_speakers,
-            val_fraction=self.val_fraction,
-            test_fraction=self.test_fraction,
-            split_salt=self.split_salt,
-            tts_variants=variants,
-        )
+        return domain_config(self, DatasetConfig, keyword=keyword, tts_variants=variants)
 
     def training_config(self) -> TrainingConfig:
-        return TrainingConfig(
-            seed=self.seed,
-            epochs=self.epochs,
-            steps_per_epoch=self.steps_per_epoch,
-            batch_size=self.batch_size,
-            device=self.device,
-            target_recall=self.target_recall,
-        )
+        return domain_config(self, TrainingConfig)
 
     def floors(self) -> PromotionFloors:
-        return PromotionFloors(min_f1=self.min_f1, max_false_accepts_per_hour=self.max_false_accepts_per_hour)
+        return domain_config(self, PromotionFloors)
 
 
 def keyword_partitions(keywords: tuple[str, ...]) -> StaticPartitionsDefinition:

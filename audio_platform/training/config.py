@@ -38,19 +38,27 @@ class DatasetConfig:
 
     keyword: str
     clip_s: float = 1.0
-    # A positive is kept only if the keyword plus this context on each side fits in the clip.
+    """Length of every training clip in seconds."""
     min_context_s: float = 0.05
-    # Keyword selection policy: the word's ASR probability (also required of negative words, so
-    # a misheard keyword never becomes a negative) and the segment's acoustic quality.
+    """Keyword policy: room a positive needs on each side of the keyword in its clip."""
+    # The word's probability is also required of negative words, so a misheard keyword never
+    # becomes a negative.
     min_word_probability: float = 0.3
+    """Keyword policy: lowest ASR probability of a keyword occurrence (positive) or another word
+    (negative) to be taken; a less sure word is only kept away from."""
     min_snr_db: float = 0.0
+    """Keyword policy: lowest SNR (dB) of a positive's segment."""
     max_clipping_ratio: float = 0.01
-    # Shares of the speakers: validation needs only enough for early stopping and the threshold;
-    # test is the verdict on unseen speakers, so it gets more.
+    """Keyword policy: highest share of clipped samples in a positive's segment."""
+    # Validation needs only enough for early stopping and the threshold; test is the verdict on
+    # unseen speakers, so it gets more.
     val_fraction: float = 0.15
+    """Share of speakers in the validation split."""
     test_fraction: float = 0.25
-    # Changing the salt reshuffles every split, so it is part of the dataset's identity.
+    """Share of speakers in the test split."""
+    # Part of the dataset's identity.
     split_salt: str = "kws-split-v1"
+    """Salt of the per-speaker split hash; changing it reshuffles splits."""
     # A recording's speaker: this audio_files column where it exists and is set, else the named
     # group `speaker` of this pattern matched on the file name ("" disables it), else the file.
     speaker_column: str = "speaker"
@@ -59,8 +67,11 @@ class DatasetConfig:
     # keyword, the file is keyword-free whatever the ASR heard.
     reference_column: str = "reference_text"
     speaker_pattern: str = DEFAULT_SPEAKER_PATTERN
-    # With at least this many speakers of the keyword, validation and test each receive some.
+    """Regular expression with a named group (?P<speaker>...) matched on each file name, for files
+    the drop metadata gives no speaker; files with the same speaker share a split. Empty: every
+    such file is its own speaker."""
     min_speakers: int = 6
+    """With at least this many speakers of the keyword, validation and test each receive some."""
     max_negative_words: int = 5000
     non_speech_windows_per_file: int = 8
     max_non_speech_clips: int = 5000
@@ -171,21 +182,26 @@ class TrainingConfig:
     """Optimisation and train-time augmentation. One epoch is ``steps_per_epoch`` sampled batches."""
 
     seed: int = 0
+    """Seed of sampling, augmentation and initialization."""
     epochs: int = 40
+    """Upper bound on epochs (early stopping may end sooner)."""
     steps_per_epoch: int = 40
+    """Balanced batches per epoch."""
     batch_size: int = 64
+    """Clips per batch."""
     learning_rate: float = 3e-3  # OneCycle peak
     weight_decay: float = 1e-3
     ema_decay: float = 0.995
     patience: int = 8  # epochs without validation improvement before stopping
     min_delta: float = 1e-4
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"
+    """cpu, cuda or auto."""
     mixed_precision: bool = True  # autocast + GradScaler, CUDA only
     positive_fraction: float = 0.5  # expected share of positives per batch
-    # The detection threshold: the highest that keeps this share of the validation keyword clips
-    # (speakers unseen in training). None: the F1-maximising threshold instead, which on a
-    # validation split with few negatives sits low and fires often.
+    # The F1-maximising threshold, on a validation split with few negatives, sits low and fires often.
     target_recall: float | None = 0.95
+    """Detection threshold: the highest that keeps this share of the validation keyword clips
+    (unseen speakers); null: the F1-maximising threshold."""
     noise_prob: float = 0.8
     snr_db: tuple[float, float] = (0.0, 20.0)
     gain_db: tuple[float, float] = (-12.0, 6.0)
@@ -231,7 +247,9 @@ class PromotionFloors:
     """A candidate must meet these on the test split before it may replace the champion."""
 
     min_f1: float = 0.5
+    """Promotion floor: lowest test F1 a champion may have."""
     max_false_accepts_per_hour: float = 10.0
+    """Promotion ceiling: most false accepts per hour a champion may have."""
     # F1 differences up to this much count as a tie, decided by false accepts per hour.
     f1_tolerance: float = 1e-6
 

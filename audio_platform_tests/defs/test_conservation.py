@@ -29,6 +29,7 @@ from audio_platform.pipeline import prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.lake import Lake
 from audio_platform.storage.tables import AUDIO_FILES, CURATION_DECISIONS, TRANSCRIPTS
+from audio_platform_tests.conftest import TWO_ASR_THREADS
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +70,7 @@ def _build_drop(folder: Path) -> None:
 def processed(tmp_path_factory: pytest.TempPathFactory) -> Processed:
     root = tmp_path_factory.mktemp("conservation")
     _build_drop(root / "drop")
-    settings = Settings(home=root / "home", shard_size=10, asr_cpu_threads=2)
+    settings = Settings(home=root / "home", shard_size=10, resource_config=TWO_ASR_THREADS)
     defs = build_definitions(settings)
     instance = prepare_instance(settings)
     report = process_drop(settings, defs, root / "drop", instance)

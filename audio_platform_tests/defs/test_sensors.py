@@ -35,7 +35,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setattr(sensors.time, "time", lambda: clock.now)
     resources = {
         "storage": PlatformStorage(home=str(tmp_path / "home")),
-        "inbox": InboxResource(root=str(inbox), quiet_period_s=QUIET_S, shard_size=2),
+        "inbox": InboxResource(root=str(inbox), inbox_quiet_period_s=QUIET_S, shard_size=2),
     }
     state = {"cursor": None}
 

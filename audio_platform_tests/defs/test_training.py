@@ -11,6 +11,7 @@ from audio_platform.pipeline import prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
 from audio_platform.training.registry import load_model_bundle, mlflow_client
+from audio_platform_tests.conftest import TWO_ASR_THREADS
 from audio_platform_tests.kws import kws_drop, requires_kws
 
 pytestmark = [pytest.mark.e2e, requires_kws]
@@ -31,7 +32,7 @@ def _processed(tmp_path, speakers: int, clips_per_speaker: int, other_words: int
         ]
         text = "file_name,transcription,speaker_id\n" + "".join(f"{r},{w},{s}\n" for r, w, s in rows)
         (drop / "metadata.csv").write_text(text, encoding="utf-8")
-    settings = Settings(home=tmp_path / "home", shard_size=64, asr_cpu_threads=2, keywords="stop")
+    settings = Settings(home=tmp_path / "home", shard_size=64, resource_config=TWO_ASR_THREADS, keywords="stop")
     defs = build_definitions(settings)
     instance = prepare_instance(settings)
     report = process_drop(settings, defs, drop, instance)
