@@ -51,13 +51,15 @@ def transcribe_shard(
     load_audio: Callable[[str], np.ndarray],
     transcriber: WhisperTranscriber,
     *,
-    on_file: Callable[[float], None] | None = None,
+    on_speech_done: Callable[[float], None] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``transcripts`` and ``words`` rows for ``segments`` (a shard's ``segments`` rows).
 
     Files are decoded in file_id order, ``FILES_PER_BATCH`` per call, so that many short files
     share packed 30-s windows. ``load_audio(file_id)`` gives a file's 16 kHz mono samples;
-    ``on_file(speech_seconds)`` is called as each file's transcripts are ready (live progress)."""
+    ``on_speech_done(seconds)`` is called as decoding proceeds (live progress) with the seconds of
+    segments (``end_s - start_s``) transcribed since the previous call: the calls add up to the
+    segments' total duration."""
     transcript_rows: list[dict[str, object]] = []
     word_rows: list[dict[str, object]] = []
     groups = [group for _, group in segments.sort("file_id", "start_s").group_by(["file_id"], maintain_order=True)]
@@ -66,7 +68,8 @@ def transcribe_shard(
             (np.asarray(load_audio(group["file_id"][0])), list(group.select("start_s", "end_s").iter_rows()))
             for group in batch
         ]
-        for group, results in zip(batch, transcriber.transcribe_many(items), strict=True):
+        results_per_file = transcriber.transcribe_many(items, on_progress=on_speech_done)
+        for group, results in zip(batch, results_per_file, strict=True):
             file_id, shard = group["file_id"][0], group["shard"][0]
             for seg_id, result in zip(group["segment_id"].to_list(), results, strict=True):
                 transcript_rows.append(
@@ -96,8 +99,6 @@ def transcribe_shard(
                     }
                     for index, word in enumerate(result.words)
                 )
-            if on_file is not None:
-                on_file(float(group["duration_s"].sum()))
     return pl.DataFrame(transcript_rows, schema=TRANSCRIPTS.schema), pl.DataFrame(word_rows, schema=WORDS.schema)
 
 

@@ -447,6 +447,31 @@ class _PieceResult:
     seconds: float
 
 
+class _Progress:
+    """Seconds of input segments done, handed to ``callback`` at each ``report``.
+
+    A piece's decoded seconds count for their share of their item's segment seconds, which also
+    hold what is never decoded (segments shorter than MIN_SEGMENT_S, audio past the end of the
+    file), so the reports add up to all of them; an item with nothing to decode counts at the
+    first report."""
+
+    def __init__(self, callback: Callable[[float], None] | None, segment_s: list[float], spans: list[Span]) -> None:
+        decoded_s = [0.0] * len(segment_s)
+        for item, _, start, end in spans:
+            decoded_s[item] += end - start
+        self._callback = callback
+        self._per_decoded_s = [s / d if d else 0.0 for s, d in zip(segment_s, decoded_s, strict=True)]
+        self._unreported = sum(s for s, d in zip(segment_s, decoded_s, strict=True) if not d)
+
+    def add(self, item: int, decoded_s: float) -> None:
+        self._unreported += decoded_s * self._per_decoded_s[item]
+
+    def report(self) -> None:
+        if self._callback is not None and self._unreported:
+            self._callback(self._unreported)
+            self._unreported = 0.0
+
+
 class WhisperTranscriber:
     """Transcribes speech segments with a (cached) faster-whisper model; see the module docstring."""
 
@@ -488,24 +513,34 @@ class WhisperTranscriber:
         return self.transcribe_many([(audio_16k, segments)])[0]
 
     def transcribe_many(
-        self, items: Sequence[tuple[np.ndarray, Sequence[tuple[float, float]]]]
+        self,
+        items: Sequence[tuple[np.ndarray, Sequence[tuple[float, float]]]],
+        *,
+        on_progress: Callable[[float], None] | None = None,
     ) -> list[list[SegmentTranscript]]:
         """Like ``transcribe`` for several files at once; their segments share windows.
 
         Sharing windows across files is what makes many short files cheap. When the language
         must be detected (``language=None`` with a multilingual model) each file is decoded
         on its own so that one file's language is not forced on another.
+
+        ``on_progress(seconds)`` is called as decoding proceeds (after each call of a few batches
+        of windows) with the seconds of input segments (``end_s - start_s``) done since the
+        previous call; the calls add up to the segments' total (see ``_Progress``).
         """
         audios: list[np.ndarray] = []
         spans: list[Span] = []
         speech: list[list[tuple[float, float]]] = []
+        segment_s: list[float] = []
         for item, (audio, segments) in enumerate(items):
             audio = _as_mono_float32(audio)
             audios.append(audio)
             duration = len(audio) / SAMPLE_RATE
             speech.append([])
+            segment_s.append(0.0)
             for k in sorted(range(len(segments)), key=lambda k: segments[k][0]):
                 start, end = _checked_segment(segments[k])
+                segment_s[item] += end - start
                 end = min(end, duration)
                 if end - start >= MIN_SEGMENT_S:  # shorter ones are not decoded, nor speech to keep clear of
                     speech[item].append((start, end))
@@ -520,10 +555,12 @@ class WhisperTranscriber:
         done: dict[tuple[int, int, float], _PieceResult] = {}
         languages: dict[int, str] = {}
         context = _SpeechContext(speech, [len(a) / SAMPLE_RATE for a in audios], self.config.context_pad_s)
+        progress = _Progress(on_progress, segment_s, spans)
         for group in groups:
             if group:
-                language = self._decode(group, audios, done, context)
+                language = self._decode(group, audios, done, context, progress)
                 languages.update((item, language) for item, *_ in group)
+        progress.report()  # what no decode reported: items with nothing to decode
 
         by_segment: dict[tuple[int, int], list[tuple[float, _PieceResult]]] = {}
         for (item, k, start), result in done.items():
@@ -546,8 +583,15 @@ class WhisperTranscriber:
         audios: list[np.ndarray],
         done: dict[tuple[int, int, float], _PieceResult],
         context: _SpeechContext,
+        progress: _Progress,
     ) -> str:
-        """Decode spans into ``done`` (keyed by item, segment, start); returns the language used."""
+        """Decode spans into ``done`` (keyed by item, segment, start), reporting each piece to
+        ``progress`` as it is done; returns the language used."""
+
+        def finish(piece: Piece, result: _PieceResult) -> None:
+            done[(piece.item, piece.segment, piece.file_start_s)] = result
+            progress.add(piece.item, result.seconds)
+
         pending = spans
         solo: list[Span] = []
         cfg = self.config
@@ -556,9 +600,10 @@ class WhisperTranscriber:
             windows = pack_pieces(pending, cfg.window_s, cfg.gap_s, cfg.pack_across_files, context.pads)
             for span in solo:
                 windows += pack_pieces([span], cfg.window_s, cfg.gap_s, context=context.pads)
+            pending, solo = [], []
             # Decode a few batches of windows at a time: rendering every window of a long file at
             # once (and faster-whisper's features for all of them) makes memory grow with speech length.
-            per_window: list[list[Segment]] = []
+            # Each call's windows are placed (and progress reported) before the next call.
             step = _WINDOWS_PER_CALL_BATCHES * self.batch_size
             for start in range(0, len(windows), step):
                 chunk = windows[start : start + step]
@@ -566,48 +611,47 @@ class WhisperTranscriber:
                     functools.partial(self._run, chunk, audios), self.batch_size
                 )
                 _return_freed_memory(audios)
-                per_window.extend(chunk_outputs)
-            pending, solo = [], []
-            for window, outputs in zip(windows, per_window, strict=True):
-                placed, reach = self._place_words(window, outputs)
-                stats = (outputs[0].avg_logprob, outputs[0].no_speech_prob)
-                if (
-                    cfg.temperature_fallback
-                    and len(window.pieces) == 1
-                    and _failed_decode(window.pieces[0], placed[0], stats[0])
-                ):
-                    self._decode_with_fallback(window, audios, done, language)
-                    continue
-                for i, (piece, words) in enumerate(zip(window.pieces, placed, strict=True)):
-                    # Whisper decodes a window from its start and may stop early or skip an
-                    # utterance after a pause. What it did not reach is decoded again at the start
-                    # of a new window, like sequential Whisper's seek. A window's first piece is
-                    # final (or shrinks by at least _MIN_PROGRESS_S), so this terminates.
-                    if i > 0 and (not words or piece.window_start_s >= reach):
-                        pending.append((piece.item, piece.segment, piece.file_start_s, piece.file_end_s))
+                for window, outputs in zip(chunk, chunk_outputs, strict=True):
+                    placed, reach = self._place_words(window, outputs)
+                    stats = (outputs[0].avg_logprob, outputs[0].no_speech_prob)
+                    if (
+                        cfg.temperature_fallback
+                        and len(window.pieces) == 1
+                        and _failed_decode(window.pieces[0], placed[0], stats[0])
+                    ):
+                        finish(window.pieces[0], self._decode_with_fallback(window, audios, language))
                         continue
-                    if len(window.pieces) > 1 and _implausible(piece, [w for w, _ in words]):
-                        solo.append((piece.item, piece.segment, piece.file_start_s, piece.file_end_s))
-                        continue
-                    kept_end = piece.file_end_s
-                    if piece.window_start_s + _MIN_PROGRESS_S <= reach <= piece.window_end_s - _RETRY_TAIL_S:
-                        kept_end = piece.to_file_time(reach)
-                        pending.append((piece.item, piece.segment, kept_end, piece.file_end_s))
-                    done[(piece.item, piece.segment, piece.file_start_s)] = _PieceResult(
-                        tuple(w for w, _ in words), tuple(r for _, r in words), *stats, kept_end - piece.file_start_s
-                    )
+                    for i, (piece, words) in enumerate(zip(window.pieces, placed, strict=True)):
+                        # Whisper decodes a window from its start and may stop early or skip an
+                        # utterance after a pause. What it did not reach is decoded again at the start
+                        # of a new window, like sequential Whisper's seek. A window's first piece is
+                        # final (or shrinks by at least _MIN_PROGRESS_S), so this terminates.
+                        if i > 0 and (not words or piece.window_start_s >= reach):
+                            pending.append((piece.item, piece.segment, piece.file_start_s, piece.file_end_s))
+                            continue
+                        if len(window.pieces) > 1 and _implausible(piece, [w for w, _ in words]):
+                            solo.append((piece.item, piece.segment, piece.file_start_s, piece.file_end_s))
+                            continue
+                        kept_end = piece.file_end_s
+                        if piece.window_start_s + _MIN_PROGRESS_S <= reach <= piece.window_end_s - _RETRY_TAIL_S:
+                            kept_end = piece.to_file_time(reach)
+                            pending.append((piece.item, piece.segment, kept_end, piece.file_end_s))
+                        finish(
+                            piece,
+                            _PieceResult(
+                                tuple(w for w, _ in words),
+                                tuple(r for _, r in words),
+                                *stats,
+                                kept_end - piece.file_start_s,
+                            ),
+                        )
+                progress.report()
         return language
 
-    def _decode_with_fallback(
-        self,
-        window: Window,
-        audios: list[np.ndarray],
-        done: dict[tuple[int, int, float], _PieceResult],
-        language: str,
-    ) -> None:
+    def _decode_with_fallback(self, window: Window, audios: list[np.ndarray], language: str) -> _PieceResult:
         """Decode a one-piece window again as sequential Whisper does: with temperature fallback
         (a decode whose text repeats itself or whose tokens are unlikely is retried at higher
-        temperatures) and its no-speech rule, the piece's result in ``done``."""
+        temperatures) and its no-speech rule; the piece's result."""
         cfg = self.config
         (piece,) = window.pieces
         # Sampling above temperature 0 draws random numbers: a fixed seed keeps a shard's
@@ -631,7 +675,7 @@ class WhisperTranscriber:
         words = placed[0]
         avg_logprob = float(np.mean([seg.avg_logprob for seg in segments])) if segments else FALLBACK_LOG_PROB
         no_speech = float(np.mean([seg.no_speech_prob for seg in segments])) if segments else 1.0
-        done[(piece.item, piece.segment, piece.file_start_s)] = _PieceResult(
+        return _PieceResult(
             tuple(w for w, _ in words), tuple(r for _, r in words), avg_logprob, no_speech, piece.duration_s
         )
 

@@ -68,7 +68,7 @@ class StageMeter:
         self.audio_s = 0.0
         self.device = "cpu"  # set to the model's device; "cuda" makes the wall time GPU time
 
-    def progress(self, label: str, total: int, unit: str = "files") -> ProgressReporter:
+    def progress(self, label: str, total: float, unit: str = "files") -> ProgressReporter:
         """A progress reporter writing a few lines to this run's log (and feeding the CLI's bar)."""
         return ProgressReporter(label, total, self._context.log.info, unit=unit)
 

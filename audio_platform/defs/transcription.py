@@ -41,18 +41,20 @@ def transcribe_segments(
     meter = metering.start(context)
     meter.device = transcriber.device
     source_of = dict(files.iter_rows())
-    progress = meter.progress("ASR", segments["file_id"].n_unique())
+    speech_s = float(segments["duration_s"].sum())
+    # Counted in seconds of speech, which advance as windows are decoded (files finish in batches).
+    progress = meter.progress("ASR", speech_s, unit="s of speech")
 
-    def file_done(speech_s: float) -> None:
-        meter.audio_s += speech_s
-        progress.advance(audio_s=speech_s)
+    def speech_done(seconds: float) -> None:
+        progress.advance(seconds, audio_s=seconds)
 
     transcripts, words = transcribe_shard(
         segments,
         lambda file_id: np.asarray(storage.load_audio(file_id, source_of[file_id])),
         transcriber,
-        on_file=file_done,
+        on_speech_done=speech_done,
     )
+    meter.audio_s += speech_s
     storage.lake.write_table(TRANSCRIPTS, shard, transcripts)
     storage.lake.write_table(WORDS, shard, words)
     empty = transcripts.filter(pl.col("text").str.strip_chars() == "").height

@@ -42,15 +42,20 @@ def format_bar(fraction: float, width: int = BAR_WIDTH) -> str:
 @dataclass(frozen=True)
 class StageProgress:
     label: str  # "ASR"
-    unit: str  # "files"
-    done: int
-    total: int
+    unit: str  # "files", or "s of speech" (a float sum)
+    done: float
+    total: float
     elapsed_s: float
     audio_s: float  # audio processed so far (0 when the stage does not measure it)
 
     @property
     def fraction(self) -> float:
         return self.done / self.total if self.total else 1.0
+
+    @property
+    def finished(self) -> bool:
+        # Seconds summed piece by piece may fall a rounding error short of their total.
+        return self.done >= self.total * (1 - 1e-9)
 
     @property
     def speed(self) -> float | None:
@@ -63,11 +68,11 @@ class StageProgress:
         return self.elapsed_s * (self.total - self.done) / self.done if self.done else None
 
     def message(self) -> str:
-        """``ASR 120/300 files (40%), 35× RT, ETA 50 s``."""
-        parts = [f"{self.label} {self.done}/{self.total} {self.unit} ({self.fraction:.0%})"]
+        """``ASR 120/300 files (40%), 35× RT, ETA 50 s``; seconds are shown whole."""
+        parts = [f"{self.label} {self.done:.0f}/{self.total:.0f} {self.unit} ({self.fraction:.0%})"]
         if self.speed is not None:
             parts.append(f"{self.speed:.1f}× RT")
-        if self.done >= self.total:
+        if self.finished:
             parts.append(f"done in {format_duration(self.elapsed_s)}")
         elif self.eta_s is not None:
             parts.append(f"ETA {format_duration(self.eta_s)}")
@@ -80,7 +85,7 @@ class ProgressReporter:
     def __init__(
         self,
         label: str,
-        total: int,
+        total: float,
         log: Callable[[str], None],
         *,
         unit: str = "files",
@@ -92,10 +97,10 @@ class ProgressReporter:
         self._log, self._every_fraction, self._every_s, self._clock = log, every_fraction, every_s, clock
         self._started = self._last_logged = clock()
         self._milestone = 0  # how many every_fraction steps have been logged
-        self.done = 0
+        self.done = 0.0
         self.audio_s = 0.0
 
-    def advance(self, count: int = 1, audio_s: float = 0.0) -> StageProgress:
+    def advance(self, count: float = 1, audio_s: float = 0.0) -> StageProgress:
         self.done += count
         self.audio_s += audio_s
         now = self._clock()
@@ -103,7 +108,7 @@ class ProgressReporter:
         if PROGRESS_LOGGER.isEnabledFor(logging.DEBUG):
             PROGRESS_LOGGER.debug("%s", update.message(), extra={"progress": update})
         milestone = int(update.fraction / self._every_fraction + 1e-9)
-        if self.done >= self.total or milestone > self._milestone or now - self._last_logged >= self._every_s:
+        if update.finished or milestone > self._milestone or now - self._last_logged >= self._every_s:
             self._log(update.message())
             self._last_logged, self._milestone = now, milestone
         return update

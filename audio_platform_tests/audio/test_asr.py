@@ -364,6 +364,28 @@ def test_segment_longer_than_the_window_is_split_and_rejoined(transcriber: Whisp
     assert_words_well_formed(result, 0.0, duration)
 
 
+@needs_corpus
+def test_progress_is_reported_while_decoding_and_adds_up_to_the_segments() -> None:
+    one_window_batches = WhisperTranscriber(AsrConfig(cpu_threads=2, batch_size=1))
+    items: list[tuple[np.ndarray, Sequence[tuple[float, float]]]] = []
+    for path in WER_CLIPS[5:12]:  # seven files, a window each: two decode calls of four one-window batches
+        audio = load_16k(path)
+        items.append((audio, [(0.0, len(audio) / SAMPLE_RATE)]))
+    audio, ((_, duration),) = items[0]
+    # Seconds that are not decoded count as well: past the end of the audio, too short, or a file's only segment.
+    items[0] = (audio, [(0.0, duration / 2), (duration / 2, duration + 1.0), (0.5, 0.52)])
+    items.append((audio, [(1.0, 1.02)]))
+    total = sum(end - start for _, segments in items for start, end in segments)
+    reported: list[float] = []
+
+    results = one_window_batches.transcribe_many(items, on_progress=reported.append)
+
+    assert [len(r) for r in results] == [len(segments) for _, segments in items]
+    assert len(reported) > 1 and all(seconds >= 0.0 for seconds in reported)
+    assert reported[0] < total  # reported while windows were left to decode, not once at the end
+    assert sum(reported) == pytest.approx(total, rel=1e-9)
+
+
 def test_bad_inputs_are_rejected_before_decoding(transcriber: WhisperTranscriber) -> None:
     audio = np.zeros(SAMPLE_RATE, dtype=np.float32)
     with pytest.raises(ValueError, match="1-D"):

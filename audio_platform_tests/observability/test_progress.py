@@ -62,6 +62,17 @@ def test_reporter_logs_a_slow_stage_at_least_every_interval() -> None:
     assert [line.split(" files")[0] for line in lines] == ["ASR 3/10", "ASR 5/10", "ASR 8/10", "ASR 10/10"]
 
 
+def test_reporter_counts_seconds_and_ends_even_a_rounding_error_short_of_the_total() -> None:
+    clock, lines = FakeClock(), []
+    reporter = ProgressReporter("ASR", 100.0, lines.append, unit="s of speech", clock=clock)
+    for _ in range(1000):
+        clock.now += 0.01
+        reporter.advance(0.1, audio_s=0.1)
+    assert reporter.done < 100.0  # a thousand float 0.1s
+    assert lines[1] == "ASR 50/100 s of speech (50%), 10.0× RT, ETA 5 s"
+    assert lines[-1] == "ASR 100/100 s of speech (100%), 10.0× RT, done in 10 s"
+
+
 def test_progress_line_for_a_drop() -> None:
     drop = DropProgress(shards_done=3, shards_total=8, files_done=1500, files_total=4000)
     stage = StageProgress("ASR", "files", 120, 300, 40.0, 1400.0)
