@@ -239,7 +239,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from audio_platform.definitions import build_definitions
-    from audio_platform.pipeline import OWNER_TAG, owner_tag, prepare_instance, release_runs_of_dead_processes
+    from audio_platform.pipeline import (
+        OWNER_TAG,
+        owner_tag,
+        prepare_instance,
+        release_runs_of_dead_processes,
+        run_like_a_launched_run,
+    )
     from audio_platform.settings import load_settings
 
     settings = load_settings()
@@ -260,13 +266,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     run_config = load_run_config(defs, args.config)
     status = 0
     for keyword in keywords:
-        result = job.execute_in_process(
-            run_config=run_config,
-            partition_key=keyword,
-            instance=instance,
-            raise_on_error=False,
-            tags=owner,
-        )
+        result = run_like_a_launched_run(job, instance, partition_key=keyword, run_config=run_config, tags=owner)
         # The decision: keyword_champion's, or the floors check's when it blocked the promotion.
         champion = result.asset_materializations_for_node("keyword_champion")
         floors = [e for e in result.get_asset_check_evaluations() if e.check_name == "candidate_meets_floors"]
@@ -291,7 +291,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"kws-{keyword} v{meta['version']}: F1 {meta['candidate_f1']:.3f}, "
             f"false accepts/h {meta['candidate_false_accepts_per_hour']:.1f}; {outcome} ({meta['reason']})"
         )
-    defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance, tags=owner)
+    run_like_a_launched_run(defs.resolve_job_def("refresh_warehouse"), instance, tags=owner)
     uri = redact_credentials(settings.mlflow_tracking_uri)
     print(f"MLflow: {uri}  (mlflow ui --backend-store-uri {uri})")
     return status
@@ -438,24 +438,23 @@ def _platform_env() -> dict[str, str]:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    """Webserver + daemon (sensors, run queue, automation) in one process tree."""
+    """Webserver + daemon (sensors, run queue, automation) in one process tree: `dg dev` on the
+    project, so the code location is the project's (`audio_platform`), as in workspace.yaml."""
     import subprocess
 
+    from audio_platform.pipeline import PROJECT_ROOT
+
     command = [
-        sys.executable,
-        "-m",
-        "dagster",
+        str(Path(sys.executable).with_name("dg")),
         "dev",
-        "-m",
-        "audio_platform.definitions",
-        "-h",
-        args.host,
-        "-p",
-        str(args.port),
+        *("--target-path", str(PROJECT_ROOT)),
+        # The code server runs on this interpreter (dg would otherwise look for <project>/.venv).
+        "--use-active-venv",
+        *("--host", args.host, "--port", str(args.port)),
     ]
     if args.host not in LOOPBACK:
         print(f"warning: serving on {args.host}: the Dagster UI has no authentication", file=sys.stderr)
-    return subprocess.call(command, env=_platform_env())
+    return subprocess.call(command, env={**_platform_env(), "VIRTUAL_ENV": sys.prefix})
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:

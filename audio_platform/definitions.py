@@ -1,6 +1,14 @@
-"""The table of contents: every asset, check, job and resource of the platform."""
+"""The table of contents: the `dg` project's definitions.
+
+Everything that is the same in every deployment (assets, checks, static jobs, sensors) is
+discovered in the ``audio_platform/defs`` folder by ``load_from_defs_folder``; what the settings
+shape (the transcription asset's pool and op tags, one training partition per keyword, the
+executor, the resources bound from the environment) is built here and merged in.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from dagster import (
     AssetSelection,
@@ -8,47 +16,18 @@ from dagster import (
     Definitions,
     ExecutorDefinition,
     define_asset_job,
+    definitions,
     in_process_executor,
-    load_asset_checks_from_modules,
+    load_from_defs_folder,
 )
 
-from audio_platform.defs import curation, ingest, scoring, transcription, vad
-from audio_platform.defs import warehouse as warehouse_defs
 from audio_platform.defs.config import bind
-from audio_platform.defs.curation import curated_segments
-from audio_platform.defs.evaluation import asr_evaluation
-from audio_platform.defs.ingest import raw_audio_files
 from audio_platform.defs.metering import MeteringResource
-from audio_platform.defs.partitions import shard_partitions
-from audio_platform.defs.recovery import run_recovery_sensor
 from audio_platform.defs.resources import AsrResource, CurationResource, PlatformStorage, VadResource
-from audio_platform.defs.scoring import segment_scores
-from audio_platform.defs.sensors import InboxResource, automation_sensor, inbox_sensor
+from audio_platform.defs.sensors import InboxResource
 from audio_platform.defs.training import TrainingResource, build_training_assets
-from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY, build_transcription_asset
-from audio_platform.defs.vad import vad_segments
-from audio_platform.defs.warehouse import warehouse
+from audio_platform.defs.transcription import build_transcription_asset
 from audio_platform.settings import ENV_PREFIX, Settings, load_settings
-
-# Transcription is built from settings (its pool and op tags), so it is selected by key.
-SHARD_ASSETS = AssetSelection.assets(
-    raw_audio_files, vad_segments, TRANSCRIPTS_KEY, WORDS_KEY, segment_scores, curated_segments, asr_evaluation
-)
-
-process_shard_job = define_asset_job(
-    "process_shard",
-    selection=SHARD_ASSETS,
-    partitions_def=shard_partitions,
-    description="Everything for one shard: inventory → VAD → ASR → scores → curated set, with checks; "
-    "ASR accuracy where the drop carries reference transcripts.",
-)
-rescore_shard_job = define_asset_job(
-    "rescore_shard",
-    selection=AssetSelection.assets(segment_scores, curated_segments),
-    partitions_def=shard_partitions,
-    description="Re-score and re-select one shard after changing weights or policy; never re-transcribes.",
-)
-refresh_warehouse_job = define_asset_job("refresh_warehouse", selection=AssetSelection.assets(warehouse))
 
 
 def _executor(settings: Settings) -> ExecutorDefinition | None:
@@ -115,7 +94,8 @@ def platform_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     }
 
 
-def build_definitions(settings: Settings) -> Definitions:
+def settings_definitions(settings: Settings) -> Definitions:
+    """The definitions that ``settings`` shape (see the module docstring)."""
     transcribe_segments = build_transcription_asset(pool=settings.asr_pool, op_tags=settings.asr_op_tags)
     (keyword_dataset, keyword_model, keyword_champion), training_checks = build_training_assets(settings.keyword_list)
     train_keyword_job = define_asset_job(
@@ -125,27 +105,22 @@ def build_definitions(settings: Settings) -> Definitions:
         description="Cut the keyword dataset from all curated shards, train, register, gate, promote.",
     )
     return Definitions(
-        assets=[
-            raw_audio_files,
-            vad_segments,
-            transcribe_segments,
-            segment_scores,
-            curated_segments,
-            asr_evaluation,
-            warehouse,
-            keyword_dataset,
-            keyword_model,
-            keyword_champion,
-        ],
-        asset_checks=[
-            *load_asset_checks_from_modules([ingest, vad, transcription, scoring, curation, warehouse_defs]),
-            *training_checks,
-        ],
-        jobs=[process_shard_job, rescore_shard_job, refresh_warehouse_job, train_keyword_job],
+        assets=[transcribe_segments, keyword_dataset, keyword_model, keyword_champion],
+        asset_checks=training_checks,
+        jobs=[train_keyword_job],
         executor=_executor(settings),
-        sensors=[inbox_sensor, automation_sensor, run_recovery_sensor],
         resources=platform_resources(settings),
     )
 
 
-defs = build_definitions(load_settings())
+def build_definitions(settings: Settings) -> Definitions:
+    """The platform's definitions under ``settings`` (tests and the CLI pass their own)."""
+    return Definitions.merge(
+        load_from_defs_folder(path_within_project=Path(__file__).parent), settings_definitions(settings)
+    )
+
+
+@definitions
+def defs() -> Definitions:
+    """What the code location loads (workspace.yaml, `dg`), with the settings of its environment."""
+    return build_definitions(load_settings())

@@ -11,7 +11,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, DagsterRunStatus, Definitions, JobDefinition, RunsFilter
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    Definitions,
+    JobDefinition,
+    JobExecutionResult,
+    RunsFilter,
+    in_process_executor,
+)
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import (
+    ManagedGrpcPythonEnvCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from audio_platform.defs.partitions import SHARDS
 from audio_platform.defs.recovery import OWNER_TAG, owner_tag, release_runs_of_dead_processes
@@ -24,7 +41,16 @@ from audio_platform.storage.registration import Registration
 from audio_platform.storage.warehouse import query
 
 # The instance configuration shipped with the repository (queued runs, retries, pools).
-REPO_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+REPO_INSTANCE_YAML = PROJECT_ROOT / "dagster.yaml"
+# The code location as every entry point names it (workspace.yaml, [tool.dg.project] for `dg dev`
+# behind `audio-platform serve`): runs the CLI executes are filed under it, so the UI shows them
+# with the runs it launched (Overview timeline, job page, sparkline) and the run-retry daemon can
+# re-execute a crashed one from the code location.
+CODE_LOCATION = "audio_platform"
+DEFINITIONS_MODULE = "audio_platform.definitions"
+# A Definitions object loaded from a module is the repository Dagster names `__repository__`.
+REPOSITORY = "__repository__"
 
 
 def prepare_instance(settings: Settings) -> DagsterInstance:
@@ -40,6 +66,37 @@ def prepare_instance(settings: Settings) -> DagsterInstance:
         shutil.copyfile(REPO_INSTANCE_YAML, temp)
         os.replace(temp, target)
     return DagsterInstance.from_config(str(home))
+
+
+def run_like_a_launched_run(
+    job: JobDefinition,
+    instance: DagsterInstance,
+    *,
+    partition_key: str | None = None,
+    run_config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> JobExecutionResult:
+    """Create ``job``'s run in ``instance`` as the UI's launch does (the code location's job origin,
+    the job's and the partition's tags, its execution plan) and execute it here, in this process,
+    as a run worker would: the CLI's runs are the same runs as those of the UI and the daemon.
+
+    Steps run in this process whatever executor the definitions name (a k8s or multiprocess
+    executor is a deployment's choice for launched runs, not for a command in a terminal)."""
+    if job.executor_def is not in_process_executor:
+        job = job.with_executor_def(in_process_executor)
+    partition_tags = job.get_tags_for_partition_key(partition_key, None) if partition_key is not None else {}
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(module_name=DEFINITIONS_MODULE, attribute="defs"), CODE_LOCATION
+    )
+    code = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(PROJECT_ROOT))
+    run = instance.create_run_for_job(
+        job,
+        run_config=run_config,
+        tags={**job.run_tags, **partition_tags, **(tags or {})},
+        remote_job_origin=RemoteJobOrigin(RemoteRepositoryOrigin(location, REPOSITORY), job.name),
+        job_code_origin=code.get_reconstructable_job(job.name).get_python_origin(),
+    )
+    return execute_run(InMemoryJob(job), run, instance)
 
 
 def run_status_counts(instance: DagsterInstance) -> dict[str, int]:
@@ -104,11 +161,11 @@ def _run_each_shard(
     """``job`` for each shard in turn, in this process (``tags`` on every run, ``shard_tags`` on
     each shard's); failed runs and checks go into ``report``."""
     for shard in shards:
-        result = job.execute_in_process(
-            run_config=run_config,
+        result = run_like_a_launched_run(
+            job,
+            instance,
             partition_key=shard,
-            instance=instance,
-            raise_on_error=False,
+            run_config=run_config,
             tags={**tags, **(shard_tags or {}).get(shard, {})},
         )
         if not result.success:
@@ -172,7 +229,7 @@ def process_drop(
         shard_tags={shard: {REGISTRATION_TAG: registration.registration_ids[shard]} for shard in to_run},
         after_shard=shard_done,
     )
-    defs.resolve_job_def("refresh_warehouse").execute_in_process(run_config=run_config, instance=instance, tags=owner)
+    run_like_a_launched_run(defs.resolve_job_def("refresh_warehouse"), instance, run_config=run_config, tags=owner)
     report.wall_s = time.perf_counter() - started
     report.summary = drop_summary(settings, plan.drop_id)
     return report
@@ -196,5 +253,5 @@ def run_shard_job(
     owner = {OWNER_TAG: owner_tag()}
     report = ShardJobReport()
     _run_each_shard(defs.resolve_job_def(job_name), shards, instance, report, run_config=run_config, tags=owner)
-    defs.resolve_job_def("refresh_warehouse").execute_in_process(instance=instance, tags=owner)
+    run_like_a_launched_run(defs.resolve_job_def("refresh_warehouse"), instance, tags=owner)
     return report

@@ -1,12 +1,15 @@
 import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
 from dagster import AssetKey, Definitions, in_process_executor, multi_or_in_process_executor
 
 from audio_platform.definitions import build_definitions
+from audio_platform.pipeline import CODE_LOCATION, DEFINITIONS_MODULE
 from audio_platform.settings import Settings
 from audio_platform_tests.conftest import REPO_ROOT
 
@@ -68,18 +71,42 @@ def _gpu_settings_env() -> dict[str, str]:
     return dict(configmap["data"])
 
 
-@pytest.mark.parametrize("gpu", [False, True], ids=["default", "gpu-settings"])
-def test_dagster_cli_validates_the_workspace(tmp_path, gpu):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "AUDIO_PLATFORM_HOME": str(tmp_path / "home")}
+# `dagster definitions validate` on workspace.yaml (what the webserver and the Helm code server
+# load) and `dg check defs` on the dg project (what `dg dev` behind `audio-platform serve` loads).
+VALIDATORS = {
+    "workspace": [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+    "dg": [str(Path(sys.executable).with_name("dg")), "check", "defs", "--use-active-venv"],
+}
+
+
+@pytest.mark.parametrize(
+    ("validator", "gpu"),
+    [("workspace", False), ("workspace", True), ("dg", False)],
+    ids=["default", "gpu-settings", "dg"],
+)
+def test_dagster_cli_validates_the_definitions(tmp_path, validator, gpu):
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "AUDIO_PLATFORM_HOME": str(tmp_path / "home"),
+        "VIRTUAL_ENV": sys.prefix,
+    }
     if gpu:
         # The code location as the GPU example's pods load it: k8s executor, GPU pool, op tag.
         env.update(_gpu_settings_env())
-    result = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = subprocess.run(VALIDATORS[validator], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
+    if validator == "dg":
+        assert "All definitions loaded successfully" in result.stdout + result.stderr
+
+
+def test_every_entry_point_names_one_code_location():
+    """workspace.yaml, `dagster` and `dg` configuration and the CLI's runs name the same location,
+    so the UI files runs of the CLI, the sensors and its own launches under one code location."""
+    (entry,) = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())["load_from"]
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    dg_project = pyproject["tool"]["dg"]["project"]
+    assert entry["python_module"]["location_name"] == CODE_LOCATION
+    assert pyproject["tool"]["dagster"]["code_location_name"] == CODE_LOCATION
+    assert dg_project["code_location_name"] == CODE_LOCATION
+    assert entry["python_module"]["module_name"] == DEFINITIONS_MODULE == dg_project["code_location_target_module"]

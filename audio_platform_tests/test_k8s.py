@@ -575,6 +575,11 @@ def test_dockerfiles_build_a_non_root_locked_image_serving_the_definitions(name:
     pip_installs = [part for op, arg in steps if op == "RUN" for part in arg.split("&&") if "pip install" in part]
     assert pip_installs and all("-c requirements-lock.txt" in part for part in pip_installs)
     assert not [op for op, _ in steps if op == "ENTRYPOINT"], "the chart passes the whole command as args"
+    # load_from_defs_folder reads the dg project config: pyproject.toml must sit beside the package
+    # in the image, so the package is installed editable from the project folder the image keeps.
+    workdir = [arg for op, arg in steps if op == "WORKDIR"][0]
+    assert any("pip install" in arg and "-e ." in arg for op, arg in steps if op == "RUN")
+    assert ("COPY", f"--from=build {workdir} {workdir}") in final_stage
     (cmd,) = [json.loads(arg) for op, arg in final_stage if op == "CMD"]
     workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())["load_from"][0]["python_module"]
     target = ["-m", workspace["module_name"], "-a", workspace["attribute"]]

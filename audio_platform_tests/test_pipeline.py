@@ -16,12 +16,13 @@ from pathlib import Path
 import jiwer
 import polars as pl
 import pytest
+from dagster import DagsterRunStatus, RunsFilter
 
 from audio_platform.audio.asr import default_model_path
 from audio_platform.definitions import build_definitions
 from audio_platform.evaluation.vad_metrics import pooled_frame_scores
 from audio_platform.evaluation.wer import corpus_wer, normalize_text
-from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
+from audio_platform.pipeline import CODE_LOCATION, REPOSITORY, DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
 from audio_platform_tests.conftest import CORPUS, TWO_ASR_THREADS, corpus_manifest, requires_corpus
@@ -112,6 +113,23 @@ def test_every_shard_succeeds_and_every_check_passes(run):
     assert len(report.plan.shards) >= 3
     assert report.failed_shards == []
     assert report.failed_checks == []
+
+
+def test_the_cli_runs_are_filed_as_the_ui_files_its_own(run):
+    """process_drop's runs carry the code location's job origin and the partition's tags, so the
+    UI's job page (runs filtered by job and `.dagster/repository`) and timeline list them, and the
+    run-retry daemon could re-execute one from the code location."""
+    settings, _, report = run
+    instance = prepare_instance(settings)
+    label = {".dagster/repository": f"{REPOSITORY}@{CODE_LOCATION}"}
+    shard_runs = instance.get_runs(RunsFilter(job_name="process_shard", tags=label))
+    assert sorted(r.tags["dagster/partition"] for r in shard_runs) == sorted(report.processed_shards)
+    for shard_run in shard_runs:
+        assert shard_run.status == DagsterRunStatus.SUCCESS
+        assert shard_run.remote_job_origin is not None
+        assert shard_run.remote_job_origin.location_name == CODE_LOCATION
+        assert shard_run.tags["dagster/code_location"] == CODE_LOCATION and shard_run.tags["drop_id"]
+    assert instance.get_runs(RunsFilter(job_name="refresh_warehouse", tags=label))
 
 
 def test_every_input_is_accounted_for_once(run):

@@ -10,6 +10,7 @@ there too, so a CI failure can be read without rerunning it.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import socket
@@ -31,6 +32,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.partitions import shard_partitions
+from audio_platform.pipeline import CODE_LOCATION, REPOSITORY
 from audio_platform.settings import Settings
 from audio_platform_tests.conftest import REPO_ROOT, demo_shard_home, stop_process_group
 
@@ -81,7 +83,8 @@ def webserver(shard_home: tuple[Settings, str], tmp_path_factory: pytest.TempPat
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "AUDIO_PLATFORM_HOME": str(settings.home)}
     command = [
         str(Path(sys.executable).with_name("dagster-webserver")),
-        *("-m", "audio_platform.definitions", "-h", "127.0.0.1", "-p", str(port)),
+        # workspace.yaml names the code location as `dg dev` (audio-platform serve) and the CLI's runs do.
+        *("-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)),
     ]
     with open(log, "w") as out:
         # Its own process group: the code server it spawns goes down with it.
@@ -229,3 +232,23 @@ def test_drops_view_and_accuracy_metadata_render(
     shots.append(screenshot(browser, "accuracy-by-source"))
     with capsys.disabled():
         print(f"\nUI screenshots: {', '.join(str(path) for path in shots)}")
+
+
+def test_the_job_page_lists_the_runs_the_cli_executed(webserver: str, shard_home: tuple[Settings, str]) -> None:
+    """The job page's own query (runs of the job in this code location) returns the shard run that
+    `process_drop` executed in the test's process: CLI runs are not hidden from the UI."""
+    _, shard = shard_home
+    query = (
+        "query JobRuns($selector: PipelineSelector!) { pipelineOrError(params: $selector) "
+        "{ ... on Pipeline { runs(limit: 5) { runId status tags { key value } } } } }"
+    )
+    selector = {"pipelineName": "process_shard", "repositoryName": REPOSITORY, "repositoryLocationName": CODE_LOCATION}
+    request = urllib.request.Request(
+        f"{webserver}/graphql",
+        data=json.dumps({"query": query, "variables": {"selector": selector}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        runs = json.load(response)["data"]["pipelineOrError"]["runs"]
+    assert [run["status"] for run in runs] == ["SUCCESS"]
+    assert {"key": "dagster/partition", "value": shard} in runs[0]["tags"]
