@@ -239,6 +239,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from audio_platform.definitions import build_definitions
+    from audio_platform.defs.failure_reasons import record_failure_reason
     from audio_platform.pipeline import (
         OWNER_TAG,
         owner_tag,
@@ -282,8 +283,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             status = 1
             continue
         else:
-            failures = [e.step_failure_data.error for e in result.get_step_failure_events()]
-            reason = failures[0].message.strip().splitlines()[-1] if failures and failures[0] else "see the run logs"
+            reason = record_failure_reason(instance, result.run_id) or "see the run logs"
             print(f"{keyword}: training failed: {reason} (run {result.run_id} in the Dagster UI)", file=sys.stderr)
             status = 1
             continue

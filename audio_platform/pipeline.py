@@ -30,6 +30,7 @@ from dagster._core.remote_origin import (
 )
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
+from audio_platform.defs.failure_reasons import record_failure_reason
 from audio_platform.defs.partitions import SHARDS
 from audio_platform.defs.recovery import OWNER_TAG, owner_tag, release_runs_of_dead_processes
 from audio_platform.defs.registration import PROCESS_SHARD_JOB, REGISTRATION_TAG, register_drop, shards_needing_runs
@@ -169,6 +170,7 @@ def _run_each_shard(
             tags={**tags, **(shard_tags or {}).get(shard, {})},
         )
         if not result.success:
+            record_failure_reason(instance, result.run_id)
             report.failed_shards.append(shard)
         report.failed_checks.extend(
             f"{shard}: {evaluation.asset_check_key.to_user_string()}"

@@ -577,7 +577,7 @@ def test_dockerfiles_build_a_non_root_locked_image_serving_the_definitions(name:
     assert not [op for op, _ in steps if op == "ENTRYPOINT"], "the chart passes the whole command as args"
     # load_from_defs_folder reads the dg project config: pyproject.toml must sit beside the package
     # in the image, so the package is installed editable from the project folder the image keeps.
-    workdir = [arg for op, arg in steps if op == "WORKDIR"][0]
+    workdir = next(arg for op, arg in steps if op == "WORKDIR")
     assert any("pip install" in arg and "-e ." in arg for op, arg in steps if op == "RUN")
     assert ("COPY", f"--from=build {workdir} {workdir}") in final_stage
     (cmd,) = [json.loads(arg) for op, arg in final_stage if op == "CMD"]

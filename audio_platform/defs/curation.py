@@ -14,6 +14,7 @@ from dagster import (
 )
 
 from audio_platform.curation.selection import REJECTION_RULES, rejection_rule
+from audio_platform.defs.checks import Problem, verdict
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import CurationResource, PlatformStorage
@@ -73,11 +74,16 @@ def every_segment_has_a_decision(context: AssetCheckExecutionContext, storage: P
     decisions = storage.lake.read(CURATION_DECISIONS.name, shard)
     segment_ids = set(storage.lake.read(SEGMENTS.name, shard)["segment_id"].to_list())
     unexplained = decisions.filter(~pl.col("selected") & pl.col("rejection_reason").is_null()).height
-    return AssetCheckResult(
-        passed=set(decisions["segment_id"].to_list()) == segment_ids
-        and decisions.height == len(segment_ids)
-        and unexplained == 0,
-        metadata={"segments": len(segment_ids), "decided": decisions.height, "unexplained": unexplained},
+    decided = set(decisions["segment_id"].to_list())
+    return verdict(
+        [
+            Problem("undecided", len(segment_ids - decided), "segments without a decision"),
+            Problem("unknown", len(decided - segment_ids), "decisions for segments the shard does not have"),
+            Problem("repeated", decisions.height - len(decided), "repeated decisions"),
+            Problem("unexplained", unexplained, "rejections without a reason"),
+        ],
+        ok=f"each of {len(segment_ids)} segments selected or rejected with a reason",
+        metadata={"segments": len(segment_ids), "decided": decisions.height},
     )
 
 
@@ -86,4 +92,9 @@ def curated_set_not_empty(context: AssetCheckExecutionContext, storage: Platform
     """Warns (does not block) when a shard yields nothing: legitimate for a noise-only shard, but a
     signal that a policy or a model is off when it happens to speech shards."""
     curated = storage.lake.read(CURATED_SEGMENTS.name, context.partition_key).height
-    return AssetCheckResult(passed=curated > 0, severity=AssetCheckSeverity.WARN, metadata={"curated": curated})
+    return AssetCheckResult(
+        passed=curated > 0,
+        severity=AssetCheckSeverity.WARN,
+        description=f"{curated} segments curated" if curated else "no segment of this shard was curated",
+        metadata={"curated": curated},
+    )

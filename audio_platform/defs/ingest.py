@@ -26,6 +26,7 @@ from audio_platform.audio.inventory import (
     quarantine_category,
     removed_record,
 )
+from audio_platform.defs.checks import Problem, verdict
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import PlatformStorage
@@ -134,20 +135,21 @@ def every_input_accounted_for(context: AssetCheckExecutionContext, storage: Plat
     unexplained = inventory.filter((pl.col("status") != "ok") & pl.col("reason").is_null()).height
     counts = inventory.group_by("status").len()
     status_counts = dict(zip(counts["status"].to_list(), counts["len"].to_list(), strict=True))
-    return AssetCheckResult(
-        passed=not missing
-        and repeated == 0
-        and bad_status == 0
-        and unexplained == 0
-        and inventory.height == inputs.len(),
+    unknown = len(set(inventory["source_path"].to_list()) - set(inputs.to_list()))
+    return verdict(
+        [
+            Problem("missing", len(missing), "inputs missing from the inventory"),
+            Problem("unknown", unknown, "inventory rows for files that are not inputs of the shard"),
+            Problem("repeated", repeated, "inputs inventoried more than once"),
+            Problem("bad_status", bad_status, f"rows with a status other than {', '.join(FILE_STATUSES)}"),
+            Problem("unexplained", unexplained, "quarantined, duplicate or removed files without a reason"),
+        ],
+        ok=f"each of {inputs.len()} inputs accounted for once",
         metadata={
             "inputs": inputs.len(),
             "ok": status_counts.get("ok", 0),
             "quarantined": status_counts.get("quarantined", 0),
             "duplicate": status_counts.get("duplicate", 0),
             "removed": status_counts.get("removed", 0),
-            "missing": len(missing),
-            "repeated": repeated,
-            "unexplained": unexplained,
         },
     )

@@ -15,6 +15,7 @@ from dagster import (
     asset_check,
 )
 
+from audio_platform.defs.checks import Problem, verdict
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import CurationResource, PlatformStorage
@@ -82,7 +83,12 @@ def scores_in_unit_interval(context: AssetCheckExecutionContext, storage: Platfo
         | pl.col("topsis_score").is_nan()
         | ~pl.col("topsis_score").is_between(0.0, 1.0)
     ).height
-    return AssetCheckResult(
-        passed=invalid == 0 and scores.height == segments,
-        metadata={"scored": scores.height, "segments": segments, "invalid_scores": invalid},
+    return verdict(
+        [
+            Problem("invalid_scores", invalid, "scores that are not a number in [0, 1]"),
+            Problem("unscored", max(segments - scores.height, 0), "segments without a score"),
+            Problem("extra_scores", max(scores.height - segments, 0), "scores beyond the shard's segments"),
+        ],
+        ok=f"each of {segments} segments scored in [0, 1]",
+        metadata={"scored": scores.height, "segments": segments},
     )

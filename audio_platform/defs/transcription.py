@@ -18,6 +18,7 @@ from dagster import (
 )
 
 from audio_platform.audio.inventory import OK
+from audio_platform.defs.checks import Problem, verdict
 from audio_platform.defs.ingest import IO_RETRY
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
@@ -113,9 +114,14 @@ def every_segment_transcribed(context: AssetCheckExecutionContext, storage: Plat
     missing = segment_ids - set(transcribed)
     extra = set(transcribed) - segment_ids
     repeated = len(transcribed) - len(set(transcribed))
-    return AssetCheckResult(
-        passed=not missing and not extra and repeated == 0,
-        metadata={"segments": len(segment_ids), "missing": len(missing), "unknown": len(extra), "repeated": repeated},
+    return verdict(
+        [
+            Problem("missing", len(missing), "segments without a transcript"),
+            Problem("unknown", len(extra), "transcripts of segments the shard does not have"),
+            Problem("repeated", repeated, "segments transcribed more than once"),
+        ],
+        ok=f"each of {len(segment_ids)} segments transcribed once",
+        metadata={"segments": len(segment_ids)},
     )
 
 
@@ -132,4 +138,8 @@ def words_inside_their_segments(context: AssetCheckExecutionContext, storage: Pl
         | (pl.col("end_s") > pl.col("end_s_segment") + 0.25)
         | (pl.col("end_s") < pl.col("start_s"))
     ).height
-    return AssetCheckResult(passed=outside == 0, metadata={"words": words.height, "outside_segment": outside})
+    return verdict(
+        [Problem("outside_segment", outside, "words outside their segment (0.25 s slack) or ending before they start")],
+        ok=f"all {words.height} words inside their segments",
+        metadata={"words": words.height},
+    )

@@ -6,6 +6,7 @@ import pytest
 from dagster import AssetCheckSeverity
 
 from audio_platform.definitions import build_definitions
+from audio_platform.defs.failure_reasons import FAILURE_REASON_TAG, record_failure_reason
 from audio_platform.defs.metering import COMMON_METADATA_KEYS
 from audio_platform.pipeline import prepare_instance, process_drop
 from audio_platform.settings import Settings
@@ -152,3 +153,7 @@ def test_a_bad_setting_fails_with_its_reason_in_the_run(tmp_path):
     (failure,) = result.get_step_failure_events()
     assert failure.step_key == "keyword_model"
     assert "batch_size must be an integer >= 1" in failure.step_failure_data.user_failure_data.description
+    # The reason is also the run's failure_reason tag (Runs list, run page), for the CLI's runs too.
+    reason = record_failure_reason(instance, result.run_id)
+    assert reason is not None and reason.startswith("keyword_model: training kws-stop failed: batch_size must be")
+    assert instance.get_run_by_id(result.run_id).tags[FAILURE_REASON_TAG] == reason
