@@ -27,7 +27,7 @@ from audio_platform.audio.inventory import QUARANTINE_CATEGORIES
 from audio_platform.audio.tts import synthesize_speech
 from audio_platform.curation.selection import REJECTION_RULES
 from audio_platform.definitions import build_definitions
-from audio_platform.defs.metering import COMMON_METADATA_KEYS
+from audio_platform.defs.metering import AUDIO_METADATA_KEYS, COMMON_METADATA_KEYS
 from audio_platform.observability.progress import DropProgress, StageProgress, listen_to_stages
 from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings
@@ -105,7 +105,12 @@ def test_every_asset_carries_the_common_numbers(processed: Processed) -> None:
         metadata = processed.metadata(asset)
         for key in COMMON_METADATA_KEYS:
             assert isinstance(metadata[key].value, float), (asset, key)
-        assert metadata["cpu_seconds"].value > 0 and metadata["estimated_cost"].value > 0, asset
+        assert metadata["cpu_seconds"].value > 0 and metadata["estimated_cost_usd"].value > 0, asset
+        # Audio figures only where the stage reads audio: no real-time factor for a selection step.
+        reads_audio = asset in ("raw_audio_files", "vad_segments", "transcripts", "words")
+        assert all((key in metadata) == reads_audio for key in AUDIO_METADATA_KEYS), asset
+        if reads_audio:
+            assert metadata["real_time_factor"].value > 0 and metadata["cost_usd_per_audio_hour"].value > 0, asset
     ingest = processed.metadata("raw_audio_files")
     assert {f"quarantined_{c}" for c in QUARANTINE_CATEGORIES} <= set(ingest)
     assert ingest["quarantined_not_audio"].value == 1 and ingest["quarantined_empty"].value == 1
@@ -114,7 +119,7 @@ def test_every_asset_carries_the_common_numbers(processed: Processed) -> None:
     assert {f"rejected_{rule}" for rule in REJECTION_RULES} <= set(curation)
     counts = {key: value.value for key, value in curation.items() if isinstance(value.value, int)}
     rejected = sum(counts[f"rejected_{rule}"] for rule in REJECTION_RULES)
-    assert rejected == counts["candidates"] - counts["curated"]
+    assert rejected == counts["segments"] - counts["curated"]
     assert processed.metadata("transcripts")["gpu_seconds"].value == 0.0  # a CPU-only machine
 
 

@@ -49,13 +49,11 @@ def curated_segments(
     curated = decisions.filter(pl.col("selected"))
     lake.write_table(CURATED_SEGMENTS, shard, curated)
     lake.write_table(CURATION_DECISIONS, shard, decisions)
-    meter.audio_s = float(decisions["duration_s"].sum()) if decisions.height else 0.0
     rules = Counter(rejection_rule(reason) for reason in decisions.filter(~pl.col("selected"))["rejection_reason"])
     return MaterializeResult(
         metadata=meter.finish(
             lake,
             {
-                "candidates": decisions.height,
                 "curated": curated.height,
                 "curated_seconds": round(float(curated["duration_s"].sum()), 3) if curated.height else 0.0,
                 "yield_ratio": round(curated.height / decisions.height, 4) if decisions.height else 0.0,

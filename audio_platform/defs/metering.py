@@ -1,14 +1,17 @@
 """Stage metering: the metadata every asset carries and the ``stage_runs`` row every stage writes.
 
-An asset starts a :class:`StageMeter` (``metering.start(context)``), adds the audio it processes
-to ``meter.audio_s``, and ends with ``meter.finish(lake, ...)``, which
+An asset starts a :class:`StageMeter` (``metering.start(context)``), adds the audio it reads
+to ``meter.audio_s`` (the stages of :data:`AUDIO_STAGES`), and ends with
+``meter.finish(lake, ...)``, which
 
 * measures the stage: wall, CPU and GPU seconds, audio, real-time factor, peak RSS and the
   estimated cost at the configured prices;
 * writes the stage's ``stage_runs`` row to the lake (one per stage and partition, replaced when
   the partition is re-materialized), which the metrics exporter reads;
-* returns the metadata: :data:`COMMON_METADATA_KEYS` plus the stage's own counts, all numeric
-  (``MetadataValue.int`` / ``float``) so that Dagster plots them across partitions.
+* returns the metadata: :data:`COMMON_METADATA_KEYS` (plus :data:`AUDIO_METADATA_KEYS` for the
+  stages that read audio) and the stage's own counts, all numeric (``MetadataValue.int`` /
+  ``float``) so that Dagster plots them across partitions. An asset has the same keys on every
+  partition, and none that means nothing for it (no real-time factor for a selection step).
 """
 
 from collections.abc import Mapping
@@ -25,16 +28,11 @@ from audio_platform.settings import Settings
 from audio_platform.storage.lake import Lake
 from audio_platform.storage.tables import STAGE_RUNS
 
-COMMON_METADATA_KEYS = (
-    "audio_seconds",
-    "audio_hours",
-    "wall_seconds",
-    "cpu_seconds",
-    "gpu_seconds",
-    "real_time_factor",
-    "peak_rss_mb",
-    "estimated_cost",
-)
+COMMON_METADATA_KEYS = ("wall_seconds", "cpu_seconds", "gpu_seconds", "peak_rss_mb", "estimated_cost_usd")
+# Ops (stage names) that decode or model audio samples: only their real-time factor and cost per
+# audio hour mean something.
+AUDIO_STAGES = frozenset({"raw_audio_files", "vad_segments", "transcribe_segments"})
+AUDIO_METADATA_KEYS = ("audio_seconds", "audio_hours", "real_time_factor", "cost_usd_per_audio_hour")
 
 
 _PRICES = declared_fields_resource(described_fields(Settings, include=("price_per_cpu_hour", "price_per_gpu_hour")))
@@ -101,17 +99,24 @@ class StageMeter:
             failures=failures,
         )
         lake.write_table(STAGE_RUNS, stage_run_key(stage, partition_key), row)
+        cost = float(row["estimated_cost"][0])
         metadata: dict[str, Any] = {
-            "audio_seconds": MetadataValue.float(round(usage.audio_s, 3)),
-            "audio_hours": MetadataValue.float(round(usage.audio_s / 3600.0, 6)),
             "wall_seconds": MetadataValue.float(round(usage.wall_s, 3)),
             "cpu_seconds": MetadataValue.float(round(usage.cpu_s, 3)),
             "gpu_seconds": MetadataValue.float(round(usage.gpu_s, 3)),
-            "real_time_factor": MetadataValue.float(round(usage.real_time_factor, 2)),
             "peak_rss_mb": MetadataValue.float(round(usage.peak_rss_mb, 1)),
             # Micro-cents resolve a small shard; more digits are float noise in the UI.
-            "estimated_cost": MetadataValue.float(round(float(row["estimated_cost"][0]), 8)),
+            "estimated_cost_usd": MetadataValue.float(round(cost, 8)),
         }
+        if stage in AUDIO_STAGES:
+            hours = usage.audio_s / 3600.0
+            metadata |= {
+                "audio_seconds": MetadataValue.float(round(usage.audio_s, 3)),
+                "audio_hours": MetadataValue.float(round(hours, 6)),
+                "real_time_factor": MetadataValue.float(round(usage.real_time_factor, 2)),
+                # What a user budgets with: a plain decimal comparable across shards of any size.
+                "cost_usd_per_audio_hour": MetadataValue.float(round(cost / hours, 4) if hours else 0.0),
+            }
         named = {"files": files, "segments": segments}
         named |= {f"{failure_label}_{category}": n for category, n in (failures or {}).items()}
         for name, value in (named | dict(counts or {})).items():

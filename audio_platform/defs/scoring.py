@@ -43,7 +43,6 @@ def segment_scores(
     segments, transcripts = storage.lake.read(SEGMENTS.name, shard), storage.lake.read(TRANSCRIPTS.name, shard)
     scores = score_shard(segments, transcripts, curation.criteria())
     storage.lake.write(SEGMENT_SCORES, shard, scores)
-    meter.audio_s = float(scores["duration_s"].sum()) if scores.height else 0.0
     plotted = [*(c.name for c in curation.criteria()), "topsis_score"]
     distributions_md = chart_markdown(
         lambda: distributions_figure(

@@ -20,10 +20,15 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 DPI = 80
-# Shard keys are readable below this many bars; above it the axis only shows positions.
+# Shard keys are readable below this many bars; above it the chart shows the yields' histogram.
 MAX_LABELLED_BARS = 30
+# A shard curating less than this share of the overall yield is drawn in ALERT, the rest NEUTRAL.
+LOW_YIELD_SHARE = 0.5
+NEUTRAL = "#4c72b0"
+ALERT = "#c44e52"
 _PANEL_COLUMNS = 4
 _log = logging.getLogger(__name__)
 
@@ -112,22 +117,40 @@ def _even_edges(finite: np.ndarray, bins: int) -> np.ndarray:
 
 
 def yield_figure(shards: Sequence[str], curated: Sequence[int], candidates: Sequence[int]) -> Figure:
-    """Curated share of each shard's segments, one bar per shard (0 for a shard without segments)."""
+    """Curated share of each shard's segments: a labelled horizontal bar per shard (shards are
+    categories, not a series), neutral unless a shard yields less than half the overall share (the
+    sign of a policy or a model off for that data); above ``MAX_LABELLED_BARS`` shards, how many
+    shards reach each yield."""
     kept = np.asarray(curated, dtype=np.float64)
     total = np.asarray(candidates, dtype=np.float64)
     ratio = np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
     overall = kept.sum() / total.sum() if total.sum() else 0.0
-    figure = Figure(figsize=(7, 3.5), layout="constrained")
-    ax = figure.add_subplot()
-    positions = np.arange(len(shards))
-    ax.bar(positions, ratio, color="#c44e52")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("curated / segments")
-    ax.set_title(f"curated yield per shard: {int(kept.sum())} of {int(total.sum())} segments ({overall:.0%})")
-    if len(shards) <= MAX_LABELLED_BARS:
-        ax.set_xticks(positions, list(shards), rotation=60, ha="right", fontsize=7)
+    low = (total > 0) & (ratio < LOW_YIELD_SHARE * overall)
+    title = f"curated yield per shard: {int(kept.sum())} of {int(total.sum())} segments ({overall:.0%})"
+    if len(shards) > MAX_LABELLED_BARS:
+        figure = Figure(figsize=(8, 3.5), layout="constrained")
+        ax = figure.add_subplot()
+        counts, edges = np.histogram(ratio[total > 0], bins=20, range=(0.0, 1.0))
+        colors = [ALERT if edge < LOW_YIELD_SHARE * overall else NEUTRAL for edge in edges[:-1]]
+        ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=colors, edgecolor="white")
+        ax.set_xlabel("curated share of the shard's segments")
+        ax.set_ylabel(f"shards (of {len(shards)})")
     else:
-        ax.set_xlabel(f"{len(shards)} shards (by key)")
+        figure = Figure(figsize=(8, max(2.0, 0.4 * len(shards) + 1.2)), layout="constrained")
+        ax = figure.add_subplot()
+        positions = np.arange(len(shards))
+        ax.barh(positions, ratio, color=[ALERT if flag else NEUTRAL for flag in low])
+        ax.set_yticks(positions, list(shards), fontsize=10)
+        ax.invert_yaxis()
+        for position, share, n_kept, n_total in zip(positions, ratio, kept, total, strict=True):
+            ax.text(share + 0.01, position, f"{share:.0%} ({int(n_kept)}/{int(n_total)})", va="center", fontsize=9)
+        ax.set_xlim(0, 1.18)  # room for the labels right of a full bar
+        ax.set_xticks(np.linspace(0.0, 1.0, 6))
+        ax.set_xlabel("curated share of the shard's segments")
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    if overall:
+        ax.axvline(overall, color="#8c8c8c", linestyle="--", linewidth=1)
+    ax.set_title(title + (f"; red: below {LOW_YIELD_SHARE:.0%} of it" if low.any() else ""), fontsize=10)
     if not len(shards):
         _no_data(ax)
     return figure

@@ -7,10 +7,14 @@ import struct
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from audio_platform.observability.plots import (
+    ALERT,
     DPI,
+    MAX_LABELLED_BARS,
+    NEUTRAL,
     chart_markdown,
     confusion_matrix_figure,
     distributions_figure,
@@ -73,10 +77,26 @@ def test_constant_and_nearly_constant_columns_still_plot() -> None:
 
 
 def test_yield_is_the_curated_share_of_each_shard() -> None:
-    figure = yield_figure(["a-0000", "a-0001", "a-0002"], [3, 0, 5], [4, 0, 5])
-    assert bar_heights(figure) == pytest.approx([0.75, 0.0, 1.0])
-    assert [label.get_text() for label in figure.axes[0].get_xticklabels()] == ["a-0000", "a-0001", "a-0002"]
-    assert "8 of 9 segments (89%)" in figure.axes[0].get_title()
+    figure = yield_figure(["a-0000", "a-0001", "a-0002", "a-0003"], [3, 0, 5, 1], [4, 0, 5, 4])
+    ax = figure.axes[0]
+    bars = ax.patches
+    assert [bar.get_width() for bar in bars] == pytest.approx([0.75, 0.0, 1.0, 0.25])
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["a-0000", "a-0001", "a-0002", "a-0003"]
+    assert [text.get_text() for text in ax.texts] == ["75% (3/4)", "0% (0/0)", "100% (5/5)", "25% (1/4)"]
+    assert "9 of 13 segments (69%)" in ax.get_title()
+    # Neutral bars; red only for the shard below half the overall yield (a shard without segments is not).
+    colors = [to_hex(bar.get_facecolor()) for bar in bars]
+    assert colors == [NEUTRAL, NEUTRAL, NEUTRAL, ALERT] and "red: below 50% of it" in ax.get_title()
+    assert_renders(figure)
+
+
+def test_many_shards_show_how_many_reach_each_yield() -> None:
+    shards = [f"s-{i:04d}" for i in range(MAX_LABELLED_BARS + 10)]
+    figure = yield_figure(shards, [9] * (len(shards) - 1) + [1], [10] * len(shards))
+    ax = figure.axes[0]
+    assert sum(bar.get_height() for bar in ax.patches) == len(shards)
+    assert ax.get_ylabel() == f"shards (of {len(shards)})"
+    assert {to_hex(bar.get_facecolor()) for bar in ax.patches if bar.get_height()} == {NEUTRAL, ALERT}
     assert_renders(figure)
 
 
