@@ -143,7 +143,9 @@ def yield_figure(shards: Sequence[str], curated: Sequence[int], candidates: Sequ
         ax.set_yticks(positions, list(shards), fontsize=10)
         ax.invert_yaxis()
         for position, share, n_kept, n_total in zip(positions, ratio, kept, total, strict=True):
-            ax.text(share + 0.01, position, f"{share:.0%} ({int(n_kept)}/{int(n_total)})", va="center", fontsize=9)
+            ax.text(
+                share + 0.01, float(position), f"{share:.0%} ({int(n_kept)}/{int(n_total)})", va="center", fontsize=9
+            )
         ax.set_xlim(0, 1.18)  # room for the labels right of a full bar
         ax.set_xticks(np.linspace(0.0, 1.0, 6))
         ax.set_xlabel("curated share of the shard's segments")
