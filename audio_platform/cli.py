@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -64,6 +65,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
                 folder,
                 instance,
                 on_progress=display.drop,
+                on_log=_print_progress,
                 console_log_level=args.log_level.upper(),
             )
     finally:
@@ -241,11 +243,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from audio_platform.definitions import build_definitions
     from audio_platform.defs.failure_reasons import record_failure_reason
     from audio_platform.pipeline import (
-        OWNER_TAG,
-        owner_tag,
         prepare_instance,
         release_runs_of_dead_processes,
-        run_like_a_launched_run,
+        run_job,
     )
     from audio_platform.settings import load_settings
 
@@ -261,17 +261,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     instance = prepare_instance(settings)
     # Training holds the `audio_models` pool too: a killed earlier run must not block it forever.
     release_runs_of_dead_processes(instance)
-    owner = {OWNER_TAG: owner_tag()}
     defs = build_definitions(settings)
     job = defs.resolve_job_def("train_keyword")
     run_config = load_run_config(defs, args.config)
     status = 0
     for keyword in keywords:
-        result = run_like_a_launched_run(job, instance, partition_key=keyword, run_config=run_config, tags=owner)
+        result = run_job(
+            job,
+            instance,
+            partition_key=keyword,
+            run_config=run_config,
+            on_log=_print_progress,
+            code_location=settings.code_location,
+        )
         # The decision: keyword_champion's, or the floors check's when it blocked the promotion.
-        champion = result.asset_materializations_for_node("keyword_champion")
-        floors = [e for e in result.get_asset_check_evaluations() if e.check_name == "candidate_meets_floors"]
-        dataset = result.asset_materializations_for_node("keyword_dataset")
+        champion = result.materializations.get("keyword_champion", ())
+        floors = [e for e in result.check_evaluations if e.check_name == "candidate_meets_floors"]
+        dataset = result.materializations.get("keyword_dataset", ())
         if champion:
             meta = {k: v.value for k, v in champion[0].metadata.items()}
             outcome = "promoted to @champion" if meta["promoted"] else "challenger"
@@ -291,33 +297,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"kws-{keyword} v{meta['version']}: F1 {meta['candidate_f1']:.3f}, "
             f"false accepts/h {meta['candidate_false_accepts_per_hour']:.1f}; {outcome} ({meta['reason']})"
         )
-    run_like_a_launched_run(defs.resolve_job_def("refresh_warehouse"), instance, tags=owner)
+    refresh = defs.resolve_job_def("refresh_warehouse")
+    run_job(refresh, instance, run_config=load_run_config(defs, None), code_location=settings.code_location)
     uri = redact_credentials(settings.mlflow_tracking_uri)
     print(f"MLflow: {uri}  (mlflow ui --backend-store-uri {uri})")
     return status
 
 
-def load_run_config(defs: Definitions, path: str | None) -> dict[str, Any] | None:
-    """The run config in a YAML file (what the launchpad's editor holds), or None without a path.
+def load_run_config(defs: Definitions, path: str | None) -> dict[str, Any]:
+    """The run config in a YAML file (what the launchpad's editor holds), with the values the
+    definitions bound from this process's settings for every field the file does not name
+    (:func:`audio_platform.pipeline.launch_run_config`); without a path, those values alone."""
+    from audio_platform.pipeline import launch_run_config
 
-    A resource's config in a run replaces every value the definitions bound to it, so each
-    resource named here keeps the bound values (set from the environment, e.g. the training
-    resource's tracking_uri) of the fields the file does not name.
-    """
     if path is None:
-        return None
+        return launch_run_config(defs)
     import yaml
-    from dagster import ConfigurableResource
 
     config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     if not isinstance(config, dict):
         raise SystemExit(f"error: {path} must hold a YAML mapping (e.g. resources: ...)")
-    for key, section in (config.get("resources") or {}).items():
-        bound = (defs.resources or {}).get(key)
-        if isinstance(bound, ConfigurableResource):
-            kept = {name: getattr(bound, name) for name in bound.model_fields_set}
-            section["config"] = kept | (section.get("config") or {})
-    return config
+    return launch_run_config(defs, config)
+
+
+def _print_progress(message: str) -> None:
+    """A progress line of a run a daemon executes (the runs of this process feed the bar instead)."""
+    from audio_platform.observability.progress import PROGRESS_MESSAGE
+
+    if PROGRESS_MESSAGE.match(message):
+        print(f"progress: {message}", file=sys.stderr, flush=True)
 
 
 def _run_shards(args: argparse.Namespace, job_name: str) -> int:
@@ -336,7 +344,9 @@ def _run_shards(args: argparse.Namespace, job_name: str) -> int:
         return 2
     try:
         defs = build_definitions(settings)
-        report = run_shard_job(defs, instance, job_name, shards, load_run_config(defs, args.config))
+        report = run_shard_job(
+            defs, instance, job_name, shards, load_run_config(defs, args.config), code_location=settings.code_location
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -427,6 +437,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return status
 
 
+# Settings that name a folder (or a URI): see _platform_env.
+PATH_VARIABLES = ("AUDIO_PLATFORM_LAKE_URI", "AUDIO_PLATFORM_MLFLOW_ARTIFACT_URI", "AUDIO_PLATFORM_ASR_MODEL_PATH")
+
+
 def _platform_env() -> dict[str, str]:
     """Environment for Dagster processes: the instance under AUDIO_PLATFORM_HOME/dagster."""
     from audio_platform.pipeline import prepare_instance
@@ -434,7 +448,14 @@ def _platform_env() -> dict[str, str]:
 
     settings = load_settings()
     prepare_instance(settings)
-    return {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "AUDIO_PLATFORM_HOME": str(settings.home)}
+    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "AUDIO_PLATFORM_HOME": str(settings.home)}
+    # The servers run in the project folder (`dg dev`): folders given relative to where the user
+    # typed the command are made absolute, so served runs use the same ones as the CLI's.
+    for variable in PATH_VARIABLES:
+        value = env.get(variable, "")
+        if value and "://" not in value:
+            env[variable] = str(Path(value).expanduser().resolve())
+    return env
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -444,8 +465,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from audio_platform.pipeline import PROJECT_ROOT
 
+    # The `dg` script of this installation (beside the interpreter in a venv; else on PATH).
+    beside = Path(sys.executable).with_name("dg")
     command = [
-        str(Path(sys.executable).with_name("dg")),
+        str(beside) if beside.is_file() else (shutil.which("dg") or "dg"),
         "dev",
         *("--target-path", str(PROJECT_ROOT)),
         # The code server runs on this interpreter (dg would otherwise look for <project>/.venv).

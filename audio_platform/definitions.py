@@ -45,11 +45,25 @@ def _executor(settings: Settings) -> ExecutorDefinition | None:
     return None
 
 
+# Training resource fields that settings derive, with the variable that sets them.
+MLFLOW_LOCATIONS = {
+    "tracking_uri": f"{ENV_PREFIX}MLFLOW_TRACKING_URI_OVERRIDE",
+    "artifact_root": f"{ENV_PREFIX}MLFLOW_ARTIFACT_URI",
+}
+# The dg project whose defs folder holds the definitions: the checkout the package is installed
+# from (editable, as `make setup` and the images do).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
 def platform_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     """Every resource, bound from ``settings``: deployment values, and the resource fields set by
     ``AUDIO_PLATFORM_<RESOURCE>_<FIELD>`` (``settings.resource_config``). A value the domain
     config refuses fails here, when the definitions load, not in the middle of a run."""
     bound = settings.resource_config
+    for name, variable in MLFLOW_LOCATIONS.items():
+        if name in bound.get("training", {}):
+            # One MLflow store for training and for the CLI's models/export/train summaries.
+            raise ValueError(f"{ENV_PREFIX}TRAINING_{name.upper()}: set {variable} instead")
     vad = bind(VadResource, bound.get("vad", {}), env_section="vad")
     asr = bind(AsrResource, bound.get("asr", {}), env_section="asr")
     curation = bind(CurationResource, bound.get("curation", {}), env_section="curation")
@@ -115,6 +129,12 @@ def settings_definitions(settings: Settings) -> Definitions:
 
 def build_definitions(settings: Settings) -> Definitions:
     """The platform's definitions under ``settings`` (tests and the CLI pass their own)."""
+    if not (PROJECT_ROOT / "pyproject.toml").is_file():
+        raise RuntimeError(
+            f"audio_platform loads its definitions from its dg project ([tool.dg] in pyproject.toml), looked for "
+            f"in {PROJECT_ROOT}: install the checkout editable (pip install -e <checkout>), as make setup and "
+            "k8s/Dockerfile do"
+        )
     return Definitions.merge(
         load_from_defs_folder(path_within_project=Path(__file__).parent), settings_definitions(settings)
     )

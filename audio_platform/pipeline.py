@@ -6,17 +6,21 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
+    AssetMaterialization,
+    ConfigurableResource,
+    DagsterEventType,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     Definitions,
     JobDefinition,
-    JobExecutionResult,
     RunsFilter,
     in_process_executor,
 )
@@ -28,8 +32,12 @@ from dagster._core.remote_origin import (
     RemoteJobOrigin,
     RemoteRepositoryOrigin,
 )
+from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster._core.storage.tags import MAX_RETRIES_TAG
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.utils import make_new_run_id
 
+from audio_platform.definitions import PROJECT_ROOT
 from audio_platform.defs.failure_reasons import record_failure_reason
 from audio_platform.defs.partitions import SHARDS
 from audio_platform.defs.recovery import OWNER_TAG, owner_tag, release_runs_of_dead_processes
@@ -42,16 +50,22 @@ from audio_platform.storage.registration import Registration
 from audio_platform.storage.warehouse import query
 
 # The instance configuration shipped with the repository (queued runs, retries, pools).
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REPO_INSTANCE_YAML = PROJECT_ROOT / "dagster.yaml"
-# The code location as every entry point names it (workspace.yaml, [tool.dg.project] for `dg dev`
-# behind `audio-platform serve`): runs the CLI executes are filed under it, so the UI shows them
-# with the runs it launched (Overview timeline, job page, sparkline) and the run-retry daemon can
-# re-execute a crashed one from the code location.
-CODE_LOCATION = "audio_platform"
+# The code location as the project's entry points name it (workspace.yaml, [tool.dg.project] for
+# `dg dev` behind `audio-platform serve`; Settings.code_location's default, which a deployment that
+# names it otherwise sets): runs the CLI makes are filed under it, so the UI shows them with the
+# runs it launched (Overview timeline, job page, sparkline) and the daemon can launch or retry them.
+CODE_LOCATION = Settings.code_location
 DEFINITIONS_MODULE = "audio_platform.definitions"
 # A Definitions object loaded from a module is the repository Dagster names `__repository__`.
 REPOSITORY = "__repository__"
+# The daemon of the run queue (QueuedRunCoordinatorDaemon.daemon_type()) beats every 30 s by
+# default: two missed beats mean no daemon dequeues this instance's runs.
+QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
+DAEMON_FRESH_S = 75.0
+FOLLOW_POLL_S = 0.5
+# How often a CLI waiting on a launched run checks that its worker is alive (see recovery).
+RELEASE_EVERY_S = 15.0
 
 
 def prepare_instance(settings: Settings) -> DagsterInstance:
@@ -69,35 +83,153 @@ def prepare_instance(settings: Settings) -> DagsterInstance:
     return DagsterInstance.from_config(str(home))
 
 
-def run_like_a_launched_run(
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a finished run left in the instance's event log (the same for a run this process
+    executed and one a daemon's run worker executed)."""
+
+    run_id: str
+    success: bool
+    check_evaluations: tuple[AssetCheckEvaluation, ...]
+    materializations: Mapping[str, tuple[AssetMaterialization, ...]]
+    """By asset key (``keyword_champion``)."""
+
+    @classmethod
+    def read(cls, instance: DagsterInstance, run_id: str) -> RunOutcome:
+        run = instance.get_run_by_id(run_id)
+        checks: list[AssetCheckEvaluation] = []
+        materializations: dict[str, list[AssetMaterialization]] = {}
+        for record in instance.get_records_for_run(
+            run_id, of_type={DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_MATERIALIZATION}
+        ).records:
+            event = record.event_log_entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+                checks.append(event.asset_check_evaluation_data)
+            elif (materialization := event.step_materialization_data.materialization) is not None:
+                materializations.setdefault(materialization.asset_key.to_user_string(), []).append(materialization)
+        return cls(
+            run_id,
+            run is not None and run.status == DagsterRunStatus.SUCCESS,
+            tuple(checks),
+            {key: tuple(found) for key, found in materializations.items()},
+        )
+
+
+def serving_daemon(instance: DagsterInstance) -> bool:
+    """Whether a `dagster-daemon` (`audio-platform serve`) dequeues this instance's runs: its run
+    queue has reported a heartbeat within ``DAEMON_FRESH_S``."""
+    if not isinstance(instance.run_coordinator, QueuedRunCoordinator):
+        return False
+    beat = instance.get_daemon_heartbeats().get(QUEUE_DAEMON)
+    return beat is not None and time.time() - beat.timestamp < DAEMON_FRESH_S
+
+
+def _create_run(
+    job: JobDefinition,
+    instance: DagsterInstance,
+    partition_key: str | None,
+    run_config: Mapping[str, Any] | None,
+    tags: Mapping[str, str] | None,
+    *,
+    executed_here: bool,
+    code_location: str,
+) -> DagsterRun:
+    """``job``'s run as the UI's launch creates it: the code location's job origin, the job's and
+    the partition's tags, its execution plan. A run ``executed_here`` names this process as its
+    owner (recovery) and is never retried by the daemon: the CLI re-runs an unfinished shard
+    itself, and a daemon retry beside it would process the shard twice at once."""
+    run_id = make_new_run_id()
+    partition_tags = job.get_tags_for_partition_key(partition_key, None) if partition_key is not None else {}
+    own_tags = {OWNER_TAG: owner_tag(run_id), MAX_RETRIES_TAG: "0"} if executed_here else {}
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(module_name=DEFINITIONS_MODULE, attribute="defs"), code_location
+    )
+    code = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(PROJECT_ROOT))
+    return instance.create_run_for_job(
+        job,
+        run_id=run_id,
+        run_config=run_config,
+        tags={**job.run_tags, **partition_tags, **(tags or {}), **own_tags},
+        remote_job_origin=RemoteJobOrigin(RemoteRepositoryOrigin(location, REPOSITORY), job.name),
+        job_code_origin=code.get_reconstructable_job(job.name).get_python_origin(),
+    )
+
+
+def _follow_queued(run_id: str, instance: DagsterInstance, on_log: Callable[[str], None] | None) -> bool:
+    """Wait for a submitted run to finish, handing its log messages to ``on_log`` as they arrive.
+    Returns False (the run cancelled) when it is still queued and no daemon serves the queue any
+    more, so the caller executes it itself instead of waiting forever. A run whose worker dies is
+    failed by the dead-process check (run every ``RELEASE_EVERY_S``), so this always ends."""
+    cursor: str | None = None
+    released = time.monotonic()
+    while True:
+        run = instance.get_run_by_id(run_id)
+        connection = instance.get_records_for_run(run_id, cursor=cursor)
+        cursor = connection.cursor
+        for record in connection.records:
+            if record.event_log_entry.dagster_event is None and on_log is not None:
+                on_log(record.event_log_entry.user_message)
+        if run is None or run.is_finished:
+            return True
+        queued = run.status == DagsterRunStatus.QUEUED
+        if queued and not serving_daemon(instance) and instance.run_coordinator.cancel_run(run_id):
+            return False
+        if time.monotonic() - released >= RELEASE_EVERY_S:
+            release_runs_of_dead_processes(instance)
+            released = time.monotonic()
+        time.sleep(FOLLOW_POLL_S)
+
+
+def run_job(
     job: JobDefinition,
     instance: DagsterInstance,
     *,
     partition_key: str | None = None,
-    run_config: dict[str, Any] | None = None,
-    tags: dict[str, str] | None = None,
-) -> JobExecutionResult:
-    """Create ``job``'s run in ``instance`` as the UI's launch does (the code location's job origin,
-    the job's and the partition's tags, its execution plan) and execute it here, in this process,
-    as a run worker would: the CLI's runs are the same runs as those of the UI and the daemon.
+    run_config: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    on_log: Callable[[str], None] | None = None,
+    code_location: str = CODE_LOCATION,
+) -> RunOutcome:
+    """Run ``job`` (for ``partition_key``) as the UI does and wait for it.
 
-    Steps run in this process whatever executor the definitions name (a k8s or multiprocess
-    executor is a deployment's choice for launched runs, not for a command in a terminal)."""
-    if job.executor_def is not in_process_executor:
-        job = job.with_executor_def(in_process_executor)
-    partition_tags = job.get_tags_for_partition_key(partition_key, None) if partition_key is not None else {}
-    location = ManagedGrpcPythonEnvCodeLocationOrigin(
-        LoadableTargetOrigin(module_name=DEFINITIONS_MODULE, attribute="defs"), CODE_LOCATION
-    )
-    code = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(PROJECT_ROOT))
-    run = instance.create_run_for_job(
-        job,
-        run_config=run_config,
-        tags={**job.run_tags, **partition_tags, **(tags or {})},
-        remote_job_origin=RemoteJobOrigin(RemoteRepositoryOrigin(location, REPOSITORY), job.name),
-        job_code_origin=code.get_reconstructable_job(job.name).get_python_origin(),
-    )
-    return execute_run(InMemoryJob(job), run, instance)
+    With a daemon serving the instance (`audio-platform serve`), the run is submitted to its queue,
+    so the run coordinator's limits, the pools and the run launcher apply to it as to any run of
+    the UI or the sensors, and ``on_log`` receives its log messages while the CLI waits. Without
+    one (or if it goes away while the run is queued), the same run is executed here, in this
+    process, as a run worker would, with every step in this process whatever executor the
+    definitions name (a k8s or multiprocess executor is a deployment's choice for launched runs,
+    not for a command in a terminal). Either way the run has the code location's job origin and
+    the UI's tags, so it shows on the Overview timeline and the job page."""
+    if serving_daemon(instance):
+        queued = _create_run(
+            job, instance, partition_key, run_config, tags, executed_here=False, code_location=code_location
+        )
+        # The queued run coordinator only enqueues; it needs no workspace.
+        instance.submit_run(queued.run_id, workspace=None)  # type: ignore[arg-type]
+        if _follow_queued(queued.run_id, instance, on_log):
+            return RunOutcome.read(instance, queued.run_id)
+    local = job if job.executor_def is in_process_executor else job.with_executor_def(in_process_executor)
+    run = _create_run(local, instance, partition_key, run_config, tags, executed_here=True, code_location=code_location)
+    execute_run(InMemoryJob(local), run, instance)
+    return RunOutcome.read(instance, run.run_id)
+
+
+def launch_run_config(defs: Definitions, run_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``run_config`` (what the launchpad's editor would hold) with, for every resource, the values
+    the definitions bound from this process's settings, so a run a daemon's worker executes uses
+    this process's home, lake and ``AUDIO_PLATFORM_*`` settings (a resource's section in a run
+    config replaces all its bound values, so the fields ``run_config`` does not name are kept)."""
+    config = dict(run_config or {})
+    resources = {key: dict(section) for key, section in (config.get("resources") or {}).items()}
+    for key, bound in (defs.resources or {}).items():
+        if isinstance(bound, ConfigurableResource) and bound.model_fields_set:
+            kept = {name: getattr(bound, name) for name in bound.model_fields_set}
+            resources[key] = {"config": kept | ((resources.get(key) or {}).get("config") or {})}
+    if resources:
+        config["resources"] = resources
+    return config
 
 
 def run_status_counts(instance: DagsterInstance) -> dict[str, int]:
@@ -154,27 +286,31 @@ def _run_each_shard(
     instance: DagsterInstance,
     report: ShardJobReport,
     *,
-    run_config: dict[str, Any] | None,
+    run_config: Mapping[str, Any],
     tags: dict[str, str],
     shard_tags: dict[str, dict[str, str]] | None = None,
     after_shard: Callable[[str], None] | None = None,
+    on_log: Callable[[str], None] | None = None,
+    code_location: str,
 ) -> None:
-    """``job`` for each shard in turn, in this process (``tags`` on every run, ``shard_tags`` on
+    """``job`` for each shard in turn (see :func:`run_job`; ``tags`` on every run, ``shard_tags`` on
     each shard's); failed runs and checks go into ``report``."""
     for shard in shards:
-        result = run_like_a_launched_run(
+        result = run_job(
             job,
             instance,
             partition_key=shard,
             run_config=run_config,
             tags={**tags, **(shard_tags or {}).get(shard, {})},
+            on_log=on_log,
+            code_location=code_location,
         )
         if not result.success:
             record_failure_reason(instance, result.run_id)
             report.failed_shards.append(shard)
         report.failed_checks.extend(
             f"{shard}: {evaluation.asset_check_key.to_user_string()}"
-            for evaluation in result.get_asset_check_evaluations()
+            for evaluation in result.check_evaluations
             if not evaluation.passed
         )
         if after_shard is not None:
@@ -188,14 +324,16 @@ def process_drop(
     instance: DagsterInstance,
     *,
     on_progress: Callable[[DropProgress], None] | None = None,
+    on_log: Callable[[str], None] | None = None,
     console_log_level: str | None = None,
 ) -> DropRunReport:
     """Register ``folder`` as a drop, run the graph of every shard that is new, changed or not yet
     processed (see :mod:`audio_platform.storage.drops`), refresh the warehouse.
 
-    ``on_progress`` is called before the first shard and after each one. ``console_log_level``
-    (e.g. ``WARNING``) quiets the Dagster events these in-process runs print on stderr; the run
-    logs in the instance keep everything.
+    ``on_progress`` is called before the first shard and after each one; ``on_log`` with the log
+    messages of runs a daemon executes (see :func:`run_job`). ``console_log_level`` (e.g.
+    ``WARNING``) quiets the Dagster events runs executed here print on stderr; the run logs in the
+    instance keep everything.
     """
     started = time.perf_counter()
     release_runs_of_dead_processes(instance)
@@ -204,8 +342,9 @@ def process_drop(
     to_run = shards_needing_runs(instance, registration)
     report = DropRunReport(registration=registration, processed_shards=to_run)
     sizes = {shard: len(paths) for shard, paths in plan.shards.items()}
-    owner = {OWNER_TAG: owner_tag()}
-    run_config = {"loggers": {"console": {"config": {"log_level": console_log_level}}}} if console_log_level else None
+    run_config = launch_run_config(
+        defs, {"loggers": {"console": {"config": {"log_level": console_log_level}}}} if console_log_level else None
+    )
     shards_done = files_done = 0
 
     def progress() -> None:
@@ -227,11 +366,15 @@ def process_drop(
         instance,
         report,
         run_config=run_config,
-        tags={"drop_id": plan.drop_id, **owner},
+        tags={"drop_id": plan.drop_id},
         shard_tags={shard: {REGISTRATION_TAG: registration.registration_ids[shard]} for shard in to_run},
         after_shard=shard_done,
+        on_log=on_log,
+        code_location=settings.code_location,
     )
-    run_like_a_launched_run(defs.resolve_job_def("refresh_warehouse"), instance, run_config=run_config, tags=owner)
+    run_job(
+        defs.resolve_job_def("refresh_warehouse"), instance, run_config=run_config, code_location=settings.code_location
+    )
     report.wall_s = time.perf_counter() - started
     report.summary = drop_summary(settings, plan.drop_id)
     return report
@@ -242,7 +385,9 @@ def run_shard_job(
     instance: DagsterInstance,
     job_name: str,
     shards: list[str],
-    run_config: dict[str, Any] | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    *,
+    code_location: str = CODE_LOCATION,
 ) -> ShardJobReport:
     """Run ``job_name`` (``process_shard`` or ``rescore_shard``) for each of ``shards`` with
     ``run_config`` (what the launchpad would send), then refresh the warehouse: an operator
@@ -252,8 +397,21 @@ def run_shard_job(
     if unknown:
         raise ValueError(f"not registered shard partitions: {', '.join(unknown)}")
     release_runs_of_dead_processes(instance)
-    owner = {OWNER_TAG: owner_tag()}
     report = ShardJobReport()
-    _run_each_shard(defs.resolve_job_def(job_name), shards, instance, report, run_config=run_config, tags=owner)
-    run_like_a_launched_run(defs.resolve_job_def("refresh_warehouse"), instance, tags=owner)
+    config = launch_run_config(defs, run_config)
+    _run_each_shard(
+        defs.resolve_job_def(job_name),
+        shards,
+        instance,
+        report,
+        run_config=config,
+        tags={},
+        code_location=code_location,
+    )
+    run_job(
+        defs.resolve_job_def("refresh_warehouse"),
+        instance,
+        run_config=launch_run_config(defs),
+        code_location=code_location,
+    )
     return report

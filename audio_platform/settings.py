@@ -103,6 +103,10 @@ class Settings:
     of dagster-k8s's per-step config (`container_config`, `pod_spec_config`,
     `pod_template_spec_metadata`, `job_config`, `job_metadata`, `job_spec_config`, `merge_behavior`),
     e.g. a GPU limit, node selector and toleration (k8s/gpu-settings.yaml)."""
+    code_location: str = "audio_platform"
+    """The Dagster code location serving these definitions (workspace.yaml and `dg dev`:
+    `audio_platform`; the Helm chart: the user deployment's name). The CLI files its runs under it,
+    so the UI lists them with its own and the run-retry daemon finds their code."""
     resource_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
     """Values of resource fields by resource and field name, e.g. ``{"asr": {"beam_size": 1}}``:
     `load_settings` fills it from the `AUDIO_PLATFORM_<RESOURCE>_<FIELD>` variables (text, parsed

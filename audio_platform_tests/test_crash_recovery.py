@@ -190,12 +190,14 @@ def test_runs_of_a_killed_process_are_failed_and_free_their_pool_slot(tmp_path: 
     storage = instance.event_log_storage
     storage.set_concurrency_slots(MODEL_POOL, 1)
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_owner = f"{owner_tag().rsplit(':', 2)[0]}:{finished.stdout.strip()}:1"
+    host = owner_tag("x").rsplit(":", 2)[0]
     owners = {
-        "killed": dead_owner,
-        "alive": owner_tag(),
-        "other-host": "elsewhere.example:1:1",
+        "killed": f"{host}:{finished.stdout.strip()}:1@killed",
+        "alive": owner_tag("alive"),
+        "other-host": "elsewhere.example:1:1@other-host",
         "untagged": None,
+        # A retry carries its parent's tags: a dead parent's owner says nothing about the retry.
+        "retry-of-killed": f"{host}:{finished.stdout.strip()}:1@killed",
     }
     for run_id, owner in owners.items():
         tags = {OWNER_TAG: owner} if owner else {}
@@ -212,6 +214,7 @@ def test_runs_of_a_killed_process_are_failed_and_free_their_pool_slot(tmp_path: 
         "alive": DagsterRunStatus.STARTED,
         "other-host": DagsterRunStatus.STARTED,
         "untagged": DagsterRunStatus.STARTED,
+        "retry-of-killed": DagsterRunStatus.STARTED,
     }
     assert storage.claim_concurrency_slot(MODEL_POOL, "alive", "vad_segments").is_claimed
     assert release_runs_of_dead_processes(instance) == []

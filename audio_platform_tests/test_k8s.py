@@ -520,6 +520,8 @@ def test_settings_configmaps_hold_valid_platform_settings() -> None:
         assert str(settings.home) == data["AUDIO_PLATFORM_HOME"]
     assert (settings.executor, settings.asr_pool) == ("k8s", GPU_POOL)
     assert resources["asr"].config().device == "auto"
+    # The chart names the code location after the user deployment: the CLI in a pod files its runs there.
+    assert settings.code_location == _deployment(BASE)["name"]
 
 
 def test_the_op_tag_settings_speak_dagster_k8s_terms() -> None:

@@ -15,7 +15,6 @@ import json
 import operator
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
 from types import NoneType, UnionType
 from typing import Any, TypeVar
 
@@ -51,22 +50,27 @@ def _domain_value(value: Any) -> Any:
 def declared_fields_resource(*declared: Iterable[ConfigField]) -> type[ConfigurableResource]:
     """A ConfigurableResource base class with one field per declared field. Subclass it to add
     the resource's docstring, methods and any field of its own."""
+    flat = [item for group in declared for item in group]
     resource_fields: dict[str, Any] = {}
-    for declared_field in (item for group in declared for item in group):
+    for declared_field in flat:
         if declared_field.name in resource_fields:
             raise ValueError(f"two declared fields are named {declared_field.name!r}")
         resource_fields[declared_field.name] = (
             _config_type(declared_field.annotation),
             Field(default=_config_value(declared_field.default), description=declared_field.description),
         )
-    return create_model("DeclaredFields", __base__=ConfigurableResource, **resource_fields)
+    model = create_model("DeclaredFields", __base__=ConfigurableResource, **resource_fields)
+    # Which dataclass declared each field: domain_config hands a dataclass only its own fields.
+    model._declared_by = {f.name: f.owner for f in flat}  # type: ignore[attr-defined]
+    return model
 
 
 def domain_config(resource: ConfigurableResource, config: type[Config], **values: Any) -> Config:
     """An instance of dataclass ``config`` from the resource's values of the fields they share, plus
     ``values``; the dataclass validates them."""
-    shared = {f.name for f in fields(config)} & set(type(resource).model_fields)  # type: ignore[arg-type]
-    return config(**{name: _domain_value(getattr(resource, name)) for name in shared}, **values)
+    declared_by: Mapping[str, type] = getattr(type(resource), "_declared_by", {})
+    own = [name for name, owner in declared_by.items() if owner is config]
+    return config(**{name: _domain_value(getattr(resource, name)) for name in own}, **values)
 
 
 def _parse_text(raw: str, annotation: Any) -> Any:

@@ -38,7 +38,8 @@ from dagster import (
 from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._core.launcher import DefaultRunLauncher
 
-# Tag on every run the CLI executes in-process: which process runs it.
+# Tag on every run the CLI executes in-process (and set by a launched run's first stage): which
+# process runs it, as ``owner_tag(run_id)``.
 OWNER_TAG = "audio_platform/owner"
 # Statuses of a run that is (or was, until its process died) executing.
 _RUNNING = [
@@ -90,23 +91,33 @@ def _process_started_at(pid: int) -> float | None:
     return boot + int(start) / os.sysconf("SC_CLK_TCK")
 
 
-def owner_tag() -> str:
-    """host:pid:start of the current process."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+def owner_tag(run_id: str) -> str:
+    """host:pid:start of the current process, @ the run it executes. The run id matters: Dagster
+    copies a run's tags onto its retries, and a retry is not executed by its parent's process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}@{run_id}"
+
+
+def _own_owner(run: DagsterRun) -> str | None:
+    """The run's owner tag when it names this run (not one copied from the run it retries)."""
+    owner = run.tags.get(OWNER_TAG)
+    if owner is None:
+        return None
+    process, _, run_id = owner.rpartition("@")
+    return owner if process and run_id == run.run_id else None
 
 
 def record_run_owner(instance: DagsterInstance, run: DagsterRun) -> None:
     """Tag ``run`` with the process executing it, unless it already is (the CLI tags its own).
     Only the run worker tags: a step subprocess (multiprocess executor) ends before its run does."""
-    if OWNER_TAG in run.tags:
+    if _own_owner(run) is not None:
         return
     worker = _worker_started(instance, run)
     if worker is not None and worker[0] == os.getpid():
-        instance.add_run_tags(run.run_id, {OWNER_TAG: owner_tag()})
+        instance.add_run_tags(run.run_id, {OWNER_TAG: owner_tag(run.run_id)})
 
 
 def _owner_is_gone(owner: str) -> bool:
-    host, pid, start = owner.rsplit(":", 2)
+    host, pid, start = owner.rpartition("@")[0].rsplit(":", 2)
     # Another machine's process cannot be checked from here: assume it is alive.
     return host == socket.gethostname() and _process_start(int(pid)) != start
 
@@ -140,7 +151,7 @@ def release_runs_of_dead_processes(instance: DagsterInstance) -> list[str]:
     released = []
     for record in instance.get_run_records(RunsFilter(statuses=_RUNNING)):
         run = record.dagster_run
-        owner = run.tags.get(OWNER_TAG)
+        owner = _own_owner(run)
         if owner is not None:
             gone = _owner_is_gone(owner)
             who = f"the process that ran it ({owner})"

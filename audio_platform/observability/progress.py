@@ -12,6 +12,7 @@ A stage (ingest, VAD, ASR) reports each unit of work to a :class:`ProgressReport
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 from typing import TextIO
 
 PROGRESS_LOGGER = logging.getLogger("audio_platform.progress")
+# The lines StageProgress.message() writes into run logs ("ASR 120/300 s of speech (40%), …"):
+# how a process that follows another's run (the CLI waiting on a daemon's run) picks them out.
+PROGRESS_MESSAGE = re.compile(r"^\S.* \d+/\d+ .*\(\d+%\)")
 BAR_WIDTH = 20
 
 
