@@ -76,6 +76,7 @@ def test_every_resource_field_is_reached_by_its_environment_variable(tmp_path):
             r"AUDIO_PLATFORM_CURATION_CRITERIA_OVERRIDES: '\{snr' is not JSON",
         ),
         ("AUDIO_PLATFORM_TRAINING_VAL_FRACTION", "0.9", r"AUDIO_PLATFORM_TRAINING_\*: val_fraction \+ test_fraction"),
+        ("AUDIO_PLATFORM_TRAINING_TRACKING_URI", "file:/x", "set AUDIO_PLATFORM_MLFLOW_TRACKING_URI_OVERRIDE instead"),
     ],
 )
 def test_bad_resource_variables_fail_when_the_definitions_load(tmp_path, variable, raw, message):
