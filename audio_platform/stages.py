@@ -29,6 +29,9 @@ _MEASURED = (
     "clipping_ratio",
     "loudness_dbfs",
     "dc_offset",
+    "dnsmos_sig",
+    "dnsmos_bak",
+    "dnsmos_ovrl",
     "avg_logprob",
     "no_speech_prob",
     "compression_ratio",
@@ -129,11 +132,19 @@ def curate_shard(
 
     The text-plausibility columns the policy reads are computed here from the transcript and the
     segment, not read from ``scores``: a ``segment_scores`` shard written before they existed
-    still curates."""
+    still curates. ``dnsmos_ovrl`` comes from ``segments``; a shard whose segments predate it reads
+    null there, which the policy's DNSMOS floor, when on, rejects as ``dnsmos_ovrl missing``."""
+    dnsmos_ovrl = (
+        pl.col("dnsmos_ovrl").cast(pl.Float64)
+        if "dnsmos_ovrl" in segments.columns
+        else pl.lit(None, dtype=pl.Float64).alias("dnsmos_ovrl")
+    )
     candidates = (
         scores.select("segment_id", "shard", "topsis_score", "clipping_ratio")
         .join(
-            segments.select("segment_id", "file_id", "start_s", "end_s", "duration_s"), on="segment_id", validate="1:1"
+            segments.select("segment_id", "file_id", "start_s", "end_s", "duration_s", dnsmos_ovrl),
+            on="segment_id",
+            validate="1:1",
         )
         .join(
             transcripts.select("segment_id", "text", "language", "no_speech_prob", "compression_ratio"),

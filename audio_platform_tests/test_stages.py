@@ -38,6 +38,9 @@ def _segments(file_id: str, spans: list[tuple[float, float]], shard: str = "s-00
             "clipping_ratio": 0.0,
             "loudness_dbfs": -23.0,
             "dc_offset": 0.0,
+            "dnsmos_sig": 3.5,
+            "dnsmos_bak": 4.0,
+            "dnsmos_ovrl": 3.2,
         }
         for start, end in spans
     ]

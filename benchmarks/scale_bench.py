@@ -237,6 +237,10 @@ def synthetic_shard(
             "clipping_ratio": rng.exponential(0.001, rows),
             "loudness_dbfs": rng.normal(-24, 5, rows),
             "dc_offset": rng.normal(0, 0.002, rows),
+            # Measured only with AUDIO_PLATFORM_VAD_DNSMOS=true (off by default): null, as in a default shard.
+            "dnsmos_sig": pl.Series([None] * rows, dtype=pl.Float64),
+            "dnsmos_bak": pl.Series([None] * rows, dtype=pl.Float64),
+            "dnsmos_ovrl": pl.Series([None] * rows, dtype=pl.Float64),
         }
     ).with_columns(
         segment_id=pl.col("file_id").str.slice(0, 16)

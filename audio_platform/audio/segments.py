@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from audio_platform.audio.dnsmos import DnsmosScorer
 from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.audio.pcm_cache import release_pages
 from audio_platform.audio.vad import SpeechSegment
@@ -18,13 +19,20 @@ def segment_id(file_id: str, start_s: float) -> str:
 
 
 def segment_rows(
-    file_id: str, shard: str, audio: np.ndarray, spans: Sequence[SpeechSegment]
+    file_id: str,
+    shard: str,
+    audio: np.ndarray,
+    spans: Sequence[SpeechSegment],
+    dnsmos: DnsmosScorer | None = None,
 ) -> list[dict[str, object]]:
-    """One ``segments`` row per span, with the acoustic criteria measured while the audio is at hand."""
+    """One ``segments`` row per span, with the acoustic criteria measured while the audio is at hand,
+    and each span's DNSMOS P.835 scored by ``dnsmos`` when given (null columns otherwise)."""
     rows: list[dict[str, object]] = []
     for span in spans:
+        first, last = round(span.start_s * SAMPLE_RATE), round(span.end_s * SAMPLE_RATE)
         features = acoustic_features(audio, span.start_s, span.end_s)
-        release_pages(audio, round(span.start_s * SAMPLE_RATE), round(span.end_s * SAMPLE_RATE))
+        sig, bak, ovrl = dnsmos.score(audio[first:last]) if dnsmos is not None else (None, None, None)
+        release_pages(audio, first, last)
         rows.append(
             {
                 "segment_id": segment_id(file_id, span.start_s),
@@ -38,6 +46,9 @@ def segment_rows(
                 "clipping_ratio": features.clipping_ratio,
                 "loudness_dbfs": features.loudness_dbfs,
                 "dc_offset": features.dc_offset,
+                "dnsmos_sig": sig,
+                "dnsmos_bak": bak,
+                "dnsmos_ovrl": ovrl,
             }
         )
     return rows

@@ -16,7 +16,6 @@ so it can be unit-tested and re-run with new settings without touching the model
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import threading
 from dataclasses import dataclass
@@ -27,10 +26,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from audio_platform.audio.dsp import SAMPLE_RATE
+from audio_platform.audio.onnx_models import cpu_session, package_file
 from audio_platform.audio.pcm_cache import release_pages
 
 if TYPE_CHECKING:
-    import onnxruntime
     import torch
 
 FRAME_SAMPLES = 512
@@ -81,6 +80,12 @@ class VadConfig:
     """Run the ONNX model (else the TorchScript one)."""
     num_threads: int = 1
     """CPU threads of the VAD model."""
+    # About 1,700-2,600 CPU-s per hour of speech on the shared corpus (2.6-4x the ASR's): a
+    # window of 9 s per 1-s hop, short segments tiled to a full window, as the reference does.
+    dnsmos: bool = False
+    """Also score each segment's DNSMOS P.835 (SIG, BAK, OVRL: `segments.dnsmos_*`), which costs
+    more CPU than the ASR; to rank or gate on it, give the `dnsmos_ovrl` criterion a weight and/or
+    set the curation floor `min_dnsmos_ovrl`. Off: the columns are null."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -104,31 +109,7 @@ class VadConfig:
 
 
 def _silero_data_file(name: str) -> Path:
-    # Locate the packaged weights without importing silero_vad: its __init__ imports torch
-    # and calls torch.set_num_threads(1) for the whole process.
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the silero-vad package is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / name
-    if not path.is_file():
-        raise RuntimeError(f"silero-vad model file not found: {path}")
-    return path
-
-
-@functools.cache
-def _onnx_session(num_threads: int) -> onnxruntime.InferenceSession:
-    # The session is stateless (LSTM state is an input/output) and run() is thread-safe,
-    # so one cached session per thread count is shared by all SileroVad instances.
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = num_threads
-    options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(
-        str(_silero_data_file("silero_vad_16k_sequence.onnx")),
-        sess_options=options,
-        providers=["CPUExecutionProvider"],
-    )
+    return package_file("silero_vad", "data", name, install_hint="pip install silero-vad")
 
 
 @functools.cache
@@ -185,7 +166,8 @@ class SileroVad:
     def __init__(self, config: VadConfig = VadConfig()) -> None:
         self.config = config
         if config.use_onnx:
-            self._session = _onnx_session(config.num_threads)
+            # Stateless (the LSTM state is an input/output): one session shared by all instances.
+            self._session = cpu_session(_silero_data_file("silero_vad_16k_sequence.onnx"), config.num_threads)
         else:
             import torch
 

@@ -60,6 +60,14 @@ class Criterion:
 DEFAULT_CRITERIA: tuple[Criterion, ...] = (
     # >= 40 dB is studio-clean; at 0 dB noise is as loud as the speech.
     Criterion("snr_db", weight=2.0, benefit=True, ideal=40.0, anti_ideal=0.0),
+    # DNSMOS P.835 overall quality (audio.dnsmos), the one criterion that hears the speech
+    # itself: SNR misses reverberation, codec and bandwidth damage. OVRL cannot pass 3.93 (the
+    # reference's mapping of the model's 5); on the shared corpus clean read speech (LJSpeech,
+    # LibriVox, VCTK) scores 2.6-3.5 (LJSpeech median 3.26), environmental noise 1.1, and
+    # everything under 2 is noise, music or a fragment. Weight 0 by default: the scores are only
+    # measured with AUDIO_PLATFORM_VAD_DNSMOS=true (their CPU cost exceeds the ASR's); give it a
+    # weight (e.g. 1.0) then. A zero weight leaves the null column out of every score.
+    Criterion("dnsmos_ovrl", weight=0.0, benefit=True, ideal=3.5, anti_ideal=2.0),
     # Any full-scale sample is suspect; 1% of samples at full scale is
     # audibly, irrecoverably distorted.
     Criterion("clipping_ratio", weight=1.0, benefit=False, ideal=0.0, anti_ideal=0.01),
@@ -185,9 +193,7 @@ def score_frame(frame: pl.DataFrame, criteria: Sequence[Criterion] = DEFAULT_CRI
     missing = [c.name for c in criteria if c.name not in frame.columns]
     if missing:
         raise ValueError(f"score_frame: missing criterion columns {missing}")
-    matrix = frame.select(
-        pl.col(c.name).cast(pl.Float64).fill_null(float("nan")) for c in criteria
-    ).to_numpy()
+    matrix = frame.select(pl.col(c.name).cast(pl.Float64).fill_null(float("nan")) for c in criteria).to_numpy()
     return frame.with_columns(topsis_score=pl.Series(topsis_fixed(matrix, criteria), dtype=pl.Float64))
 
 
@@ -213,9 +219,7 @@ def parse_criteria(spec: Mapping[str, Mapping[str, Any]]) -> tuple[Criterion, ..
             raise ValueError(f"criterion {name!r}: expected a mapping of fields, got {fields!r}")
         bad_keys = sorted(set(fields) - set(_CRITERION_FIELDS))
         if bad_keys:
-            raise ValueError(
-                f"criterion {name!r}: unknown fields {bad_keys}; allowed: {list(_CRITERION_FIELDS)}"
-            )
+            raise ValueError(f"criterion {name!r}: unknown fields {bad_keys}; allowed: {list(_CRITERION_FIELDS)}")
         base = defaults[name]
         overrides[name] = Criterion(
             name=name,

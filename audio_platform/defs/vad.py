@@ -1,4 +1,5 @@
-"""vad_segments: Silero VAD speech spans per file, with the acoustic criteria measured on them."""
+"""vad_segments: Silero VAD speech spans per file, with the acoustic criteria (DNSMOS included)
+measured on them."""
 
 import numpy as np
 import polars as pl
@@ -12,6 +13,7 @@ from dagster import (
     asset_check,
 )
 
+from audio_platform.audio.dnsmos import DnsmosScorer
 from audio_platform.audio.inventory import OK
 from audio_platform.audio.segments import segment_rows
 from audio_platform.defs.ingest import IO_RETRY, raw_audio_files
@@ -35,7 +37,7 @@ BOUNDS_TOLERANCE_S = 1e-3
     group_name="speech",
     kinds={"pytorch", "parquet"},
     description="Speech spans from Silero VAD (merged and split for ASR), with mean speech probability "
-    "and acoustic criteria (SNR, clipping, loudness, DC offset). Table: segments.",
+    "and acoustic criteria (SNR, clipping, loudness, DC offset, DNSMOS P.835 SIG/BAK/OVRL). Table: segments.",
 )
 def vad_segments(
     context: AssetExecutionContext, storage: PlatformStorage, vad: VadResource, metering: MeteringResource
@@ -43,6 +45,8 @@ def vad_segments(
     shard = context.partition_key
     files = storage.lake.read(AUDIO_FILES.name, shard).filter(pl.col("status") == OK)
     detector = vad.build()
+    # DNSMOS runs in the same stage, one model at a time, so it gets the VAD's thread budget.
+    dnsmos = DnsmosScorer(num_threads=vad.num_threads) if vad.dnsmos else None
     meter = metering.start(context)
     progress = meter.progress("VAD", files.height)
     rows: list[dict[str, object]] = []
@@ -54,7 +58,7 @@ def vad_segments(
         spans = detector.detect(audio)
         if not spans:
             files_without_speech += 1
-        rows.extend(segment_rows(file_id, shard, audio, spans))
+        rows.extend(segment_rows(file_id, shard, audio, spans, dnsmos))
         progress.advance(audio_s=seconds)
     frame = pl.DataFrame(rows, schema=SEGMENTS.schema)
     storage.lake.write_table(SEGMENTS, shard, frame)

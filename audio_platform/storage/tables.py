@@ -99,6 +99,9 @@ SEGMENTS = Table(
         "clipping_ratio": F64,
         "loudness_dbfs": F64,
         "dc_offset": F64,
+        "dnsmos_sig": F64,
+        "dnsmos_bak": F64,
+        "dnsmos_ovrl": F64,
     },
 )
 TRANSCRIPTS = Table(
@@ -337,6 +340,10 @@ COLUMN_DOCS: dict[str, str] = {
     "clipping_ratio": "fraction of samples at full scale (|x| >= 0.99)",
     "loudness_dbfs": "RMS level in dBFS after removing the DC offset",
     "dc_offset": "mean sample value",
+    "dnsmos_sig": "DNSMOS P.835 speech-signal quality (1-5 scale; the mean over its 9.01-s windows, a segment "
+    "shorter than one repeated to fill it)",
+    "dnsmos_bak": "DNSMOS P.835 background-noise quality (5: no audible noise)",
+    "dnsmos_ovrl": "DNSMOS P.835 overall quality (at most 3.93; clean read speech about 2.6-3.5, noise below 2)",
     "text": "the segment's transcript",
     "language": "language of the transcript (ISO 639-1)",
     "avg_logprob": "mean token log-probability of the ASR decode (below -1 is a failed decode)",

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from audio_platform.audio.dnsmos import DnsmosScorer
 from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.curation.criteria import acoustic_features, add_plausibility_criteria, add_text_criteria
 from audio_platform.curation.selection import REJECTION_RULES, CurationPolicy, decide, rejection_rule
@@ -21,6 +22,7 @@ GOOD: dict[str, Any] = {
     "no_speech_prob": 0.05,
     "compression_ratio": 1.4,
     "clipping_ratio": 0.0,
+    "dnsmos_ovrl": 3.2,
     "repeated_ngram_ratio": 0.0,
     "longest_word_chars": 9,
     "chars_per_second": 5.2,
@@ -75,12 +77,16 @@ def test_each_rule_and_its_message(row: dict[str, Any], reason: str | None) -> N
     assert out["selected"].to_list() == [reason is None]
 
 
+# The DNSMOS floor is off by default.
+DNSMOS_FLOOR = CurationPolicy(min_dnsmos_ovrl=3.0)
+
 RULE_EXAMPLES = [
     ({"text": ""}, "empty_transcript"),
     ({"language": "de"}, "language"),
     ({"language": None}, "language"),
     ({"duration_s": 31.0}, "duration"),
     ({"clipping_ratio": 0.05}, "clipping_ratio"),
+    ({"dnsmos_ovrl": 2.4}, "dnsmos_ovrl"),
     ({"no_speech_prob": math.nan}, "no_speech_prob"),
     ({"compression_ratio": 2.71}, "compression_ratio"),
     ({"filler_phrase": True}, "filler_phrase"),
@@ -95,7 +101,7 @@ RULE_EXAMPLES = [
 
 @pytest.mark.parametrize(("row", "rule"), RULE_EXAMPLES)
 def test_every_rejection_names_its_rule(row: dict[str, Any], rule: str) -> None:
-    (reason,) = _decide([row])["rejection_reason"].to_list()
+    (reason,) = _decide([row], DNSMOS_FLOOR)["rejection_reason"].to_list()
     assert rejection_rule(reason) == rule
 
 
@@ -111,6 +117,7 @@ def test_first_failing_rule_wins() -> None:
         "language": "fr",
         "duration_s": 0.2,
         "clipping_ratio": 0.5,
+        "dnsmos_ovrl": 1.5,
         "no_speech_prob": 0.9,
         "compression_ratio": 3.0,
         "filler_phrase": True,
@@ -125,6 +132,7 @@ def test_first_failing_rule_wins() -> None:
         "language",
         "duration_s",
         "clipping_ratio",
+        "dnsmos_ovrl",
         "no_speech_prob",
         "compression_ratio",
         "filler_phrase",
@@ -133,7 +141,7 @@ def test_first_failing_rule_wins() -> None:
         "chars_per_second",
     )
     for field in (*fields, "topsis_score"):
-        out = _decide([everything_wrong])
+        out = _decide([everything_wrong], DNSMOS_FLOOR)
         reasons.append(out["rejection_reason"][0])
         everything_wrong[field] = GOOD[field]
     assert reasons == [
@@ -141,6 +149,7 @@ def test_first_failing_rule_wins() -> None:
         "language fr not in (en)",
         "duration 0.2 s < 1.0 s",
         "clipping_ratio 0.500 > 0.010",
+        "dnsmos_ovrl 1.50 < 3.00",
         "no_speech_prob 0.90 > 0.60",
         "compression_ratio 3.00 > 2.40",
         "filler_phrase (stock ASR hallucination)",
@@ -149,7 +158,24 @@ def test_first_failing_rule_wins() -> None:
         "chars_per_second 40.0 > 35.0",
         "topsis_score 0.10 < 0.50",
     ]
-    assert _decide([everything_wrong])["selected"].to_list() == [True]
+    assert _decide([everything_wrong], DNSMOS_FLOOR)["selected"].to_list() == [True]
+
+
+@pytest.mark.parametrize(
+    ("ovrl", "reason"),
+    [
+        (3.2, None),
+        (3.0, None),  # the bound is inclusive
+        (2.4149, "dnsmos_ovrl 2.41 < 3.00"),
+        (2.999, "dnsmos_ovrl 2.99 < 3.00"),
+        (None, "dnsmos_ovrl missing"),
+        (math.nan, "dnsmos_ovrl missing"),
+    ],
+)
+def test_dnsmos_floor_rejects_with_the_value(ovrl: float | None, reason: str | None) -> None:
+    assert _decide([{"dnsmos_ovrl": ovrl}], DNSMOS_FLOOR)["rejection_reason"].to_list() == [reason]
+    # Off by default (0): any value, or none, passes.
+    assert _decide([{"dnsmos_ovrl": ovrl}])["rejection_reason"].to_list() == [None]
 
 
 def test_policy_switches() -> None:
@@ -158,7 +184,10 @@ def test_policy_switches() -> None:
     assert out["selected"].to_list() == [True]
     # Rules that are switched off do not need their columns.
     assert decide(
-        pl.DataFrame({k: [v] for k, v in GOOD.items() if k not in ("text", "language", "filler_phrase")}), permissive
+        pl.DataFrame(
+            {k: [v] for k, v in GOOD.items() if k not in ("text", "language", "filler_phrase", "dnsmos_ovrl")}
+        ),
+        permissive,
     )["selected"].to_list() == [True]
     # Without require_text, an empty transcript is not "too little text" either.
     empty = {"text": "", "duration_s": 5.0, "chars_per_second": 0.0}
@@ -192,6 +221,9 @@ def test_decide_requires_columns() -> None:
         {"max_no_speech_prob": 1.2},
         {"max_compression_ratio": 0.0},
         {"max_clipping_ratio": -0.1},
+        {"min_dnsmos_ovrl": -0.5},
+        {"min_dnsmos_ovrl": 5.5},
+        {"min_dnsmos_ovrl": math.nan},
         {"max_repeated_ngram_ratio": 1.5},
         {"max_word_chars": 0},
         {"min_chars_per_second": -1.0},
@@ -212,20 +244,22 @@ def test_policy_accepts_config_lists() -> None:
 def test_pipeline_on_synthetic_audio() -> None:
     """Audio -> acoustic features -> table criteria -> score -> decision."""
     rng = np.random.default_rng(7)
-    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    t = np.arange(5 * SAMPLE_RATE) / SAMPLE_RATE  # 5 s: one DNSMOS window each
     speech = 0.1 * np.sin(2 * np.pi * 220 * t) * ((t % 0.33) < 0.2)  # syllable-like bursts
     noisy = speech + rng.normal(0.0, 0.07, t.size)  # about 0 dB SNR
     clipped = np.clip(speech * 30, -1.0, 1.0)
     audio = np.concatenate([speech, noisy, clipped]).astype(np.float32)
     rows = []
+    scorer = DnsmosScorer()
     asr = [
         ("clean", "she sells sea shells by the sea shore today", -0.15, 0.02, 1.3),
         ("noisy", "she shells the sea", -0.9, 0.4, 1.2),
         ("clipped", "she sells sea shells by the sea shore today", -0.3, 0.05, 1.3),
     ]
     for i, (segment_id, text, avg_logprob, no_speech_prob, compression_ratio) in enumerate(asr):
-        start, end = 4.0 * i, 4.0 * (i + 1)
+        start, end = 5.0 * i, 5.0 * (i + 1)
         features = acoustic_features(audio, start, end)
+        _, _, dnsmos_ovrl = scorer.score(audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
         rows.append(
             {
                 "segment_id": segment_id,
@@ -237,6 +271,7 @@ def test_pipeline_on_synthetic_audio() -> None:
                 "no_speech_prob": no_speech_prob,
                 "compression_ratio": compression_ratio,
                 **asdict(features),
+                "dnsmos_ovrl": dnsmos_ovrl,
             }
         )
     decided = decide(score_frame(add_text_criteria(pl.DataFrame(rows))), CurationPolicy())
@@ -330,3 +365,13 @@ def test_curate_shard_computes_the_plausibility_columns_itself() -> None:
     files = pl.DataFrame({"file_id": ["a"], "source_path": ["/drop/a.wav"], "status": ["ok"]})
     decisions = curate_shard(scores, segments, transcripts, files, CurationPolicy())
     assert decisions["rejection_reason"].to_list() == [None, "filler_phrase (stock ASR hallucination)"]
+    # Segments written before DNSMOS existed: fine while the floor is off, "missing" when it is on.
+    assert curate_shard(scores, segments, transcripts, files, DNSMOS_FLOOR)["rejection_reason"].to_list() == [
+        "dnsmos_ovrl missing",
+        "dnsmos_ovrl missing",
+    ]
+    measured = segments.with_columns(dnsmos_ovrl=pl.Series([3.4, 2.1]))
+    assert curate_shard(scores, measured, transcripts, files, DNSMOS_FLOOR)["rejection_reason"].to_list() == [
+        None,
+        "dnsmos_ovrl 2.10 < 3.00",
+    ]

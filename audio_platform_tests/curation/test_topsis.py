@@ -101,9 +101,7 @@ matrices = arrays(np.float64, st.tuples(st.integers(1, 12), st.just(2)), element
 
 
 def test_fixed_reference_points() -> None:
-    scores = topsis_fixed(
-        np.array([[10.0, 0.0], [0.0, 5.0], [50.0, -3.0], [-1.0, 9.0], [math.nan, math.nan]]), TWO
-    )
+    scores = topsis_fixed(np.array([[10.0, 0.0], [0.0, 5.0], [50.0, -3.0], [-1.0, 9.0], [math.nan, math.nan]]), TWO)
     # At/beyond the ideal -> exactly 1; at/beyond the anti-ideal or NaN -> exactly 0.
     assert scores.tolist() == [1.0, 0.0, 1.0, 0.0, 0.0]
 
@@ -153,9 +151,7 @@ def test_fixed_rejects_shape_mismatch() -> None:
 
 
 def test_score_frame_treats_missing_values_as_anti_ideal() -> None:
-    frame = pl.DataFrame(
-        {"id": [1, 2, 3, 4], "quality": [10.0, None, float("nan"), 0.0], "errors": [0, 0, 0, 0]}
-    )
+    frame = pl.DataFrame({"id": [1, 2, 3, 4], "quality": [10.0, None, float("nan"), 0.0], "errors": [0, 0, 0, 0]})
     scored = score_frame(frame, TWO)
     assert scored.columns == [*frame.columns, "topsis_score"]
     scores = scored["topsis_score"].to_list()
@@ -221,16 +217,19 @@ _QUALITY_COLUMNS = (
     "snr_db",
     "clipping_ratio",
     "loudness_dbfs",
+    "dnsmos_ovrl",
 )
+# DNSMOS OVRL as the shared corpus measures it: clean read speech 3.0-3.5, noisy speech 2-2.5,
+# noise and silence under 2.
 ARCHETYPES: dict[str, tuple[Any, ...]] = {
-    "clean_read": (6.0, _words(16), -0.15, 0.01, 1.4, 0.97, 45.0, 0.0, -22.0),
-    "clean_fast": (4.0, _words(15), -0.25, 0.03, 1.6, 0.93, 30.0, 0.0, -26.0),
-    "noisy": (6.0, _words(14), -0.7, 0.25, 1.5, 0.7, 5.0, 0.0, -18.0),
-    "very_noisy": (6.0, _words(8), -0.95, 0.5, 1.3, 0.6, 0.0, 0.0, -15.0),
-    "hallucinated": (6.0, _loop(60), -0.35, 0.45, 3.1, 0.55, 25.0, 0.0, -40.0),
-    "hallucinated_on_clean_audio": (6.0, _loop(50), -0.3, 0.1, 2.9, 0.9, 35.0, 0.0, -22.0),
-    "clipped": (6.0, _words(16), -0.3, 0.02, 1.5, 0.95, 30.0, 0.03, -6.0),
-    "empty_transcript": (3.0, "", -1.2, 0.9, 0.0, 0.55, 3.0, 0.0, -50.0),
+    "clean_read": (6.0, _words(16), -0.15, 0.01, 1.4, 0.97, 45.0, 0.0, -22.0, 3.3),
+    "clean_fast": (4.0, _words(15), -0.25, 0.03, 1.6, 0.93, 30.0, 0.0, -26.0, 3.1),
+    "noisy": (6.0, _words(14), -0.7, 0.25, 1.5, 0.7, 5.0, 0.0, -18.0, 2.2),
+    "very_noisy": (6.0, _words(8), -0.95, 0.5, 1.3, 0.6, 0.0, 0.0, -15.0, 1.6),
+    "hallucinated": (6.0, _loop(60), -0.35, 0.45, 3.1, 0.55, 25.0, 0.0, -40.0, 2.5),
+    "hallucinated_on_clean_audio": (6.0, _loop(50), -0.3, 0.1, 2.9, 0.9, 35.0, 0.0, -22.0, 3.2),
+    "clipped": (6.0, _words(16), -0.3, 0.02, 1.5, 0.95, 30.0, 0.03, -6.0, 2.6),
+    "empty_transcript": (3.0, "", -1.2, 0.9, 0.0, 0.55, 3.0, 0.0, -50.0, 1.8),
 }
 
 
@@ -272,3 +271,19 @@ def test_a_looped_transcript_scores_below_the_same_segment_with_ordinary_text() 
     assert loop < clean
     repeated = next(c for c in DEFAULT_CRITERIA if c.name == "repeated_ngram_ratio")
     assert not repeated.benefit and repeated.weight < 1.0
+
+
+def test_dnsmos_overall_quality_is_a_benefit_criterion_on_the_p835_scale() -> None:
+    dnsmos = next(c for c in DEFAULT_CRITERIA if c.name == "dnsmos_ovrl")
+    assert dnsmos.benefit and 1.0 <= dnsmos.anti_ideal < dnsmos.ideal <= 5.0
+    good, bad, unmeasured = (dict(zip(_QUALITY_COLUMNS, ARCHETYPES["clean_read"], strict=True)) for _ in range(3))
+    bad["dnsmos_ovrl"] = 2.0
+    unmeasured["dnsmos_ovrl"] = None
+    frame = add_text_criteria(pl.DataFrame([good, bad, unmeasured]))
+    # Off by default (weight 0: DNSMOS is measured only on request): unmeasured scores as measured.
+    assert dnsmos.weight == 0.0
+    assert len(set(score_frame(frame)["topsis_score"].to_list())) == 1
+    # Given a weight: same segment, worse DNSMOS, a lower score, nothing else changed.
+    weighted = parse_criteria({"dnsmos_ovrl": {"weight": 1.0}})
+    high, low, _ = score_frame(frame, weighted)["topsis_score"].to_list()
+    assert low < high
