@@ -15,6 +15,7 @@ from audio_platform.definitions import build_definitions
 from audio_platform.defs.curation import curated_segments
 from audio_platform.defs.resources import CurationResource
 from audio_platform.defs.scoring import SEGMENT_SCORES, segment_scores
+from audio_platform.defs.vad import vad_segments
 from audio_platform.stages import curate_shard, score_shard, transcribe_shard
 from audio_platform.storage.lake import Lake
 from audio_platform.storage.tables import AUDIO_FILES, CURATION_DECISIONS, SEGMENTS, TRANSCRIPTS, WORDS
@@ -119,3 +120,27 @@ def test_the_scoring_and_curation_assets_write_what_their_stages_return(tmp_path
     assert result.asset_materializations_for_node("curated_segments")[0].asset_key == AssetKey("curated_segments")
     selected = written.filter(pl.col("selected"))
     assert 0 < selected.height < written.height and (selected["topsis_score"] >= 0.8).all()
+
+
+@requires_corpus
+def test_dnsmos_is_measured_on_request_and_ranks_once_weighted(tmp_path):
+    """Off by default (null columns, no cost); `vad.dnsmos` on the VAD asset measures it, and a
+    weight on the `dnsmos_ovrl` criterion makes it count in the score."""
+    settings, shard = demo_shard_home(tmp_path)
+    defs = build_definitions(settings)
+    lake = Lake(settings.lake_root)
+    assert lake.read(SEGMENTS.name, shard)["dnsmos_ovrl"].null_count() == lake.read(SEGMENTS.name, shard).height
+    vad = type(defs.resources["vad"])(dnsmos=True)
+    curation = CurationResource(criteria_overrides={"dnsmos_ovrl": {"weight": 1.0}})
+    result = materialize(
+        [vad_segments, segment_scores],
+        partition_key=shard,
+        resources={**defs.resources, "vad": vad, "curation": curation},
+        instance=DagsterInstance.from_config(str(settings.dagster_home)),
+    )
+    assert result.success
+    ovrl = lake.read(SEGMENTS.name, shard)["dnsmos_ovrl"]
+    assert ovrl.null_count() == 0 and ovrl.is_between(1.0, 5.0).all()
+    scores = lake.read(SEGMENT_SCORES, shard)
+    unweighted = score_shard(lake.read(SEGMENTS.name, shard), lake.read(TRANSCRIPTS.name, shard), DEFAULT_CRITERIA)
+    assert not scores.sort("segment_id")["topsis_score"].equals(unweighted.sort("segment_id")["topsis_score"])
