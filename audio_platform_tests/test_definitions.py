@@ -41,7 +41,7 @@ def test_definitions_hold_the_whole_graph(tmp_path):
         "scores_in_unit_interval",
         "every_segment_has_a_decision",
         "curated_set_not_empty",
-        "words_inside_their_segments",
+        "timestamps_inside_segments",
         "candidate_meets_floors",
     } <= checks
     assert graph.get(AssetKey("vad_segments")).partitions_def is not None

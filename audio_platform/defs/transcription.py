@@ -126,7 +126,7 @@ def every_segment_transcribed(context: AssetCheckExecutionContext, storage: Plat
 
 
 @asset_check(asset=WORDS_KEY, partitions_def=shard_partitions)
-def words_inside_their_segments(context: AssetCheckExecutionContext, storage: PlatformStorage) -> AssetCheckResult:
+def timestamps_inside_segments(context: AssetCheckExecutionContext, storage: PlatformStorage) -> AssetCheckResult:
     """Word timestamps fall inside their segment (with 0.25 s slack for Whisper's alignment)."""
     shard = context.partition_key
     segments = storage.lake.read(SEGMENTS.name, shard).select("segment_id", "start_s", "end_s")

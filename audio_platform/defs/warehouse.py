@@ -37,7 +37,7 @@ FROM curation_decisions GROUP BY shard ORDER BY shard
         AssetKey("keyword_champion"),
     ],
     automation_condition=AFTER_UPSTREAM_UPDATES,
-    group_name="warehouse",
+    group_name="sql",
     kinds={"duckdb"},
     description="One DuckDB file (AUDIO_PLATFORM_HOME/warehouse.duckdb) with a view per lake table: "
     "audio_files, segments, transcripts, words, segment_scores, curated_segments, curation_decisions, "
