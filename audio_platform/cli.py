@@ -25,7 +25,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def _cmd_process(args: argparse.Namespace) -> int:
     from audio_platform.definitions import build_definitions
     from audio_platform.observability.progress import ProgressDisplay, listen_to_stages
-    from audio_platform.pipeline import prepare_instance, process_drop
+    from audio_platform.runs import prepare_instance, process_drop
     from audio_platform.settings import load_settings
 
     settings = load_settings()
@@ -242,7 +242,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from audio_platform.definitions import build_definitions
     from audio_platform.defs.failure_reasons import record_failure_reason
-    from audio_platform.pipeline import (
+    from audio_platform.runs import (
         prepare_instance,
         release_runs_of_dead_processes,
         run_job,
@@ -307,8 +307,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def load_run_config(defs: Definitions, path: str | None) -> dict[str, Any]:
     """The run config in a YAML file (what the launchpad's editor holds), with the values the
     definitions bound from this process's settings for every field the file does not name
-    (:func:`audio_platform.pipeline.launch_run_config`); without a path, those values alone."""
-    from audio_platform.pipeline import launch_run_config
+    (:func:`audio_platform.runs.launch_run_config`); without a path, those values alone."""
+    from audio_platform.runs import launch_run_config
 
     if path is None:
         return launch_run_config(defs)
@@ -332,7 +332,7 @@ def _run_shards(args: argparse.Namespace, job_name: str) -> int:
     """``job_name`` for the given shards (or all with --all), then the warehouse refresh."""
     from audio_platform.definitions import build_definitions
     from audio_platform.defs.partitions import SHARDS
-    from audio_platform.pipeline import prepare_instance, run_shard_job
+    from audio_platform.runs import prepare_instance, run_shard_job
     from audio_platform.settings import load_settings
 
     settings = load_settings()
@@ -443,7 +443,7 @@ PATH_VARIABLES = ("AUDIO_PLATFORM_LAKE_URI", "AUDIO_PLATFORM_MLFLOW_ARTIFACT_URI
 
 def _platform_env() -> dict[str, str]:
     """Environment for Dagster processes: the instance under AUDIO_PLATFORM_HOME/dagster."""
-    from audio_platform.pipeline import prepare_instance
+    from audio_platform.runs import prepare_instance
     from audio_platform.settings import load_settings
 
     settings = load_settings()
@@ -463,7 +463,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     project, so the code location is the project's (`audio_platform`), as in workspace.yaml."""
     import subprocess
 
-    from audio_platform.pipeline import PROJECT_ROOT
+    from audio_platform.runs import PROJECT_ROOT
 
     # The `dg` script of this installation (beside the interpreter in a venv; else on PATH).
     beside = Path(sys.executable).with_name("dg")
@@ -483,7 +483,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_metrics(args: argparse.Namespace) -> int:
     """A long-lived Prometheus exporter; every scrape reads the warehouse and the Dagster instance."""
     from audio_platform.observability.metrics import PlatformCollector, serve_metrics
-    from audio_platform.pipeline import prepare_instance, run_status_counts
+    from audio_platform.runs import prepare_instance, run_status_counts
     from audio_platform.settings import load_settings
 
     settings = load_settings()

@@ -40,7 +40,7 @@ def demo_shard_home(root: Path) -> tuple[Settings, str]:
     # Imported here: audio_platform.definitions builds the module-level definitions on import.
     from audio_platform.definitions import build_definitions
     from audio_platform.demo import build_demo_drop
-    from audio_platform.pipeline import prepare_instance, process_drop
+    from audio_platform.runs import prepare_instance, process_drop
 
     settings = Settings(home=root / "home", resource_config=TWO_ASR_THREADS)
     build_demo_drop(root / "drop")

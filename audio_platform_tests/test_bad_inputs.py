@@ -27,13 +27,13 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from audio_platform import pipeline
+from audio_platform import runs
 from audio_platform.audio import inventory
 from audio_platform.audio.pcm_cache import PcmCache
 from audio_platform.audio.tts import Utterance, synthesize_in_fresh_process
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.resources import PlatformStorage
-from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
+from audio_platform.runs import DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.drops import iter_drop_files, storable_path
 from audio_platform.storage.warehouse import query
@@ -253,7 +253,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     settings = Settings(
         home=root / "home", shard_size=64, max_file_duration_s=MAX_DURATION_S, resource_config=TWO_ASR_THREADS
     )
-    real_register, real_hash = pipeline.register_drop, inventory.content_hash
+    real_register, real_hash = runs.register_drop, inventory.content_hash
 
     def register_then_delete(*args: object, **kwargs: object) -> object:
         # The file is listed in the shard's plan, then disappears before the shard runs.
@@ -273,7 +273,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         return digest
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pipeline, "register_drop", register_then_delete)
+        patch.setattr(runs, "register_drop", register_then_delete)
         patch.setattr(inventory, "content_hash", hash_then_tamper)
         report = process_drop(settings, build_definitions(settings), drop, prepare_instance(settings))
     files = query(settings.warehouse_path, "SELECT * FROM audio_files")

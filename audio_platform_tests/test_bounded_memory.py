@@ -37,7 +37,7 @@ from scipy.signal import resample_poly
 
 from audio_platform.audio.decode import decode_mono_16k
 from audio_platform.defs.registration import register_drop
-from audio_platform.pipeline import prepare_instance
+from audio_platform.runs import prepare_instance
 from audio_platform.settings import Settings
 from audio_platform.storage.lake import Lake
 from audio_platform_tests.conftest import CORPUS, requires_corpus
@@ -79,7 +79,7 @@ import sys
 from pathlib import Path
 from dagster import AssetKey
 from audio_platform.definitions import build_definitions
-from audio_platform.pipeline import prepare_instance
+from audio_platform.runs import prepare_instance
 from audio_platform.settings import Settings
 
 home, shard, asset = Path(sys.argv[1]), sys.argv[2], sys.argv[3]

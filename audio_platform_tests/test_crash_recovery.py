@@ -38,7 +38,7 @@ import pytest
 from dagster import DagsterRun, DagsterRunStatus
 
 from audio_platform.defs.vad import MODEL_POOL
-from audio_platform.pipeline import OWNER_TAG, owner_tag, prepare_instance, release_runs_of_dead_processes
+from audio_platform.runs import OWNER_TAG, owner_tag, prepare_instance, release_runs_of_dead_processes
 from audio_platform.settings import Settings
 from audio_platform.storage.drops import drop_id_for
 from audio_platform.storage.lake import Lake

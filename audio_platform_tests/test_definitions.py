@@ -9,7 +9,7 @@ import yaml
 from dagster import AssetKey, Definitions, in_process_executor, multi_or_in_process_executor
 
 from audio_platform.definitions import build_definitions
-from audio_platform.pipeline import CODE_LOCATION, DEFINITIONS_MODULE
+from audio_platform.runs import CODE_LOCATION, DEFINITIONS_MODULE
 from audio_platform.settings import Settings
 from audio_platform_tests.conftest import REPO_ROOT
 

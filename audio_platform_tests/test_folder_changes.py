@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from audio_platform.definitions import build_definitions
-from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
+from audio_platform.runs import DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
 from audio_platform_tests.conftest import CORPUS, TWO_ASR_THREADS, requires_corpus

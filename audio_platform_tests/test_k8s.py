@@ -52,7 +52,7 @@ from audio_platform.definitions import build_definitions
 from audio_platform.defs.partitions import SHARDS
 from audio_platform.defs.transcription import TRANSCRIPTS_KEY, WORDS_KEY
 from audio_platform.defs.vad import MODEL_POOL
-from audio_platform.pipeline import prepare_instance
+from audio_platform.runs import prepare_instance
 from audio_platform.settings import ENV_PREFIX, K8S_CONFIG_TAG, K8S_STEP_CONFIG_KEYS, Settings, load_settings
 from audio_platform.storage.lake import Lake
 from audio_platform.storage.tables import AUDIO_FILES, SEGMENTS, TRANSCRIPTS

@@ -29,7 +29,7 @@ from audio_platform.curation.selection import REJECTION_RULES
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.metering import AUDIO_METADATA_KEYS, COMMON_METADATA_KEYS
 from audio_platform.observability.progress import DropProgress, StageProgress, listen_to_stages
-from audio_platform.pipeline import DropRunReport, prepare_instance, process_drop
+from audio_platform.runs import DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
 from audio_platform_tests.conftest import TWO_ASR_THREADS

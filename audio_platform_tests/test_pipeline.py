@@ -22,7 +22,7 @@ from audio_platform.audio.asr import default_model_path
 from audio_platform.definitions import build_definitions
 from audio_platform.evaluation.vad_metrics import pooled_frame_scores
 from audio_platform.evaluation.wer import corpus_wer, normalize_text
-from audio_platform.pipeline import CODE_LOCATION, REPOSITORY, DropRunReport, prepare_instance, process_drop
+from audio_platform.runs import CODE_LOCATION, REPOSITORY, DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
 from audio_platform_tests.conftest import CORPUS, TWO_ASR_THREADS, corpus_manifest, requires_corpus

@@ -19,7 +19,7 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.scoring import SEGMENT_SCORES
-from audio_platform.pipeline import REPO_INSTANCE_YAML, DropRunReport, prepare_instance, process_drop
+from audio_platform.runs import REPO_INSTANCE_YAML, DropRunReport, prepare_instance, process_drop
 from audio_platform.settings import Settings, load_settings
 from audio_platform.storage.lake import Lake
 from audio_platform.storage.tables import LAKE_TABLES

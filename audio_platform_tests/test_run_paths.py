@@ -20,8 +20,8 @@ import pytest
 from dagster import DagsterEventType, DagsterRunStatus, Definitions, RunsFilter, asset, define_asset_job
 from dagster._daemon.types import DaemonHeartbeat
 
-from audio_platform import pipeline
-from audio_platform.pipeline import OWNER_TAG, QUEUE_DAEMON, prepare_instance, run_job, serving_daemon
+from audio_platform import runs
+from audio_platform.runs import OWNER_TAG, QUEUE_DAEMON, prepare_instance, run_job, serving_daemon
 from audio_platform.settings import Settings
 from audio_platform_tests.conftest import CORPUS, requires_corpus, stop_process_group
 from audio_platform_tests.defs.test_daemon_recovery import _serve, _wait
@@ -45,7 +45,7 @@ def _beat(instance, at: float) -> None:
 def test_without_a_daemon_the_cli_executes_the_run_itself(tmp_path):
     instance = prepare_instance(Settings(home=tmp_path / "home"))
     assert not serving_daemon(instance)
-    _beat(instance, time.time() - 10 * pipeline.DAEMON_FRESH_S)  # a daemon that died long ago
+    _beat(instance, time.time() - 10 * runs.DAEMON_FRESH_S)  # a daemon that died long ago
     assert not serving_daemon(instance)
     job = _answer_job()
     outcome = run_job(job, instance)
@@ -56,7 +56,7 @@ def test_without_a_daemon_the_cli_executes_the_run_itself(tmp_path):
 
 def test_a_queued_run_nobody_dequeues_is_cancelled_and_executed_here(tmp_path, monkeypatch):
     """The daemon beat when the run was submitted, then stopped: the CLI does not wait forever."""
-    monkeypatch.setattr(pipeline, "DAEMON_FRESH_S", 2.0)
+    monkeypatch.setattr(runs, "DAEMON_FRESH_S", 2.0)
     instance = prepare_instance(Settings(home=tmp_path / "home"))
     _beat(instance, time.time())
     assert serving_daemon(instance)
@@ -64,9 +64,9 @@ def test_a_queued_run_nobody_dequeues_is_cancelled_and_executed_here(tmp_path, m
     started = time.monotonic()
     outcome = run_job(job, instance)
     assert outcome.success and time.monotonic() - started < 60
-    runs = {run.run_id: run for run in instance.get_runs(RunsFilter(job_name="answer_job"))}
-    assert sorted(run.status.value for run in runs.values()) == ["CANCELED", "SUCCESS"]
-    assert runs[outcome.run_id].status == DagsterRunStatus.SUCCESS
+    by_id = {run.run_id: run for run in instance.get_runs(RunsFilter(job_name="answer_job"))}
+    assert sorted(run.status.value for run in by_id.values()) == ["CANCELED", "SUCCESS"]
+    assert by_id[outcome.run_id].status == DagsterRunStatus.SUCCESS
 
 
 @pytest.mark.e2e

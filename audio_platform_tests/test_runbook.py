@@ -17,8 +17,8 @@ import yaml
 from dagster import RunsFilter
 
 from audio_platform.cli import build_parser, main
-from audio_platform.pipeline import prepare_instance
 from audio_platform.reference import documented_tables
+from audio_platform.runs import prepare_instance
 from audio_platform.settings import Settings
 from audio_platform.storage.lake import Lake
 from audio_platform.storage.tables import LAKE_TABLES

@@ -32,7 +32,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.partitions import shard_partitions
-from audio_platform.pipeline import CODE_LOCATION, REPOSITORY
+from audio_platform.runs import CODE_LOCATION, REPOSITORY
 from audio_platform.settings import Settings
 from audio_platform_tests.conftest import REPO_ROOT, demo_shard_home, stop_process_group
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from audio_platform.defs.registration import register_drop
-from audio_platform.pipeline import prepare_instance, serving_daemon
+from audio_platform.runs import prepare_instance, serving_daemon
 from audio_platform.settings import Settings
 from audio_platform.storage.lake import Lake
 

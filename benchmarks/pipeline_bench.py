@@ -60,7 +60,7 @@ from audio_platform.definitions import build_definitions
 from audio_platform.defs.resources import AsrResource, CurationResource, VadResource
 from audio_platform.evaluation.asr_accuracy import file_hypotheses
 from audio_platform.evaluation.wer import WerResult, corpus_wer
-from audio_platform.pipeline import prepare_instance, process_drop
+from audio_platform.runs import prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.stages import curate_shard, score_shard, transcribe_shard
 from audio_platform.storage.tables import SEGMENTS

@@ -52,7 +52,7 @@ from audio_platform.definitions import build_definitions
 from audio_platform.defs.partitions import SHARDS
 from audio_platform.defs.resources import PlatformStorage
 from audio_platform.defs.sensors import InboxResource, inbox_sensor
-from audio_platform.pipeline import prepare_instance
+from audio_platform.runs import prepare_instance
 from audio_platform.settings import Settings
 from audio_platform.storage.drops import READY_MARKERS
 from audio_platform.storage.lake import Lake

@@ -17,19 +17,15 @@ from audio_platform.audio.asr import (
     CPU_AUTO_BATCH,
     SAMPLE_RATE,
     AsrConfig,
-    Piece,
     SegmentTranscript,
     WhisperTranscriber,
     WordTiming,
     _implausible,
-    _render,
-    _SpeechContext,
     default_model_path,
     fitted_gpu_batch,
     halving_on_out_of_memory,
-    pack_pieces,
-    split_long_segment,
 )
+from audio_platform.audio.asr_packing import Piece, SpeechContext, pack_pieces, render_window, split_long_segment
 from audio_platform.evaluation.wer import corpus_wer, word_error_rate
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
@@ -235,14 +231,14 @@ def test_a_word_stretched_over_skipped_speech_flags_its_piece() -> None:
 
 
 def test_context_is_the_files_own_audio_up_to_half_a_long_pause_and_never_inside_speech() -> None:
-    context = _SpeechContext([[(1.0, 2.0), (2.4, 5.0), (9.0, 10.0)]], [10.5], pad_s=1.0)
+    context = SpeechContext([[(1.0, 2.0), (2.4, 5.0), (9.0, 10.0)]], [10.5], pad_s=1.0)
     assert context.pads((0, 0, 1.0, 2.0)) == pytest.approx((1.0, 0.0))  # a 0.4-s pause: no context across it
     assert context.pads((0, 1, 2.4, 3.5)) == pytest.approx((0.0, 0.0))  # a split: its cut is inside speech
     assert context.pads((0, 1, 3.5, 5.0)) == pytest.approx((0.0, 1.0))  # 4 s to the next segment
     assert context.pads((0, 2, 9.0, 10.0)) == pytest.approx((1.0, 0.5))  # the file ends 0.5 s later
-    between = _SpeechContext([[(0.0, 1.0), (3.0, 4.0)]], [4.0], pad_s=1.5)
+    between = SpeechContext([[(0.0, 1.0), (3.0, 4.0)]], [4.0], pad_s=1.5)
     assert between.pads((0, 0, 0.0, 1.0)) == pytest.approx((0.0, 1.0))  # half the 2-s pause
-    assert _SpeechContext([[(1.0, 2.0)]], [3.0], pad_s=0.0).pads((0, 0, 1.0, 2.0)) == (0.0, 0.0)
+    assert SpeechContext([[(1.0, 2.0)]], [3.0], pad_s=0.0).pads((0, 0, 1.0, 2.0)) == (0.0, 0.0)
 
 
 def test_packed_pieces_carry_their_context_and_render_the_files_audio_around_them() -> None:
@@ -253,7 +249,7 @@ def test_packed_pieces_carry_their_context_and_render_the_files_audio_around_the
     assert (first.window_start_s, first.pad_before_s, first.pad_after_s) == (0.25, 0.25, 0.25)
     assert second.window_start_s == pytest.approx(1.25 + 0.25 + 0.5 + 0.25)  # core, context, gap, context
     assert window.duration_s == pytest.approx(second.window_end_s + 0.25)
-    rendered = _render(window, [audio])
+    rendered = render_window(window, [audio])
     # The window opens on the first piece's context (file time 0.75 s); between contexts is silence.
     assert rendered[0] == pytest.approx(audio[round(0.75 * SAMPLE_RATE)])
     gap = rendered[round(1.5 * SAMPLE_RATE) + 10 : round(2.0 * SAMPLE_RATE) - 10]

@@ -25,7 +25,7 @@ from audio_platform.defs import ingest
 from audio_platform.defs.curation import every_segment_has_a_decision
 from audio_platform.defs.ingest import every_input_accounted_for
 from audio_platform.defs.transcription import every_segment_transcribed
-from audio_platform.pipeline import prepare_instance, process_drop
+from audio_platform.runs import prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.lake import Lake
 from audio_platform.storage.tables import AUDIO_FILES, CURATION_DECISIONS, TRANSCRIPTS

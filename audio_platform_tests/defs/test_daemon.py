@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from dagster import RunsFilter
 
-from audio_platform.pipeline import prepare_instance
+from audio_platform.runs import prepare_instance
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
 from audio_platform_tests.conftest import CORPUS, requires_corpus, stop_process_group

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from audio_platform.pipeline import prepare_instance
+from audio_platform.runs import prepare_instance
 from audio_platform.settings import Settings
 from audio_platform.storage.lake import Lake
 from audio_platform_tests.conftest import CORPUS, requires_corpus, stop_process_group
@@ -102,8 +102,9 @@ def test_a_killed_serve_is_restarted_and_finishes_every_drop(tmp_path):
         recovery_s = time.monotonic() - restarted
         print(f"restart -> all {len(FILES)} files processed: {recovery_s:.0f} s")
         _wait(
-            lambda: _runs(instance, [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.QUEUED])
-            == 0,
+            lambda: (
+                _runs(instance, [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.QUEUED]) == 0
+            ),
             "no run left in flight or queued",
             server,
             log,

@@ -8,7 +8,7 @@ from dagster import AssetCheckSeverity
 from audio_platform.definitions import build_definitions
 from audio_platform.defs.failure_reasons import FAILURE_REASON_TAG, record_failure_reason
 from audio_platform.defs.metering import COMMON_METADATA_KEYS
-from audio_platform.pipeline import prepare_instance, process_drop
+from audio_platform.runs import prepare_instance, process_drop
 from audio_platform.settings import Settings
 from audio_platform.storage.warehouse import query
 from audio_platform.training.registry import load_model_bundle, mlflow_client
