@@ -8,7 +8,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -65,7 +65,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
                 folder,
                 instance,
                 on_progress=display.drop,
-                on_log=_print_progress,
+                on_log=lambda message: _print_progress(message, display.note),
                 console_log_level=args.log_level.upper(),
             )
     finally:
@@ -320,11 +320,17 @@ def load_run_config(defs: Definitions, path: str | None) -> dict[str, Any]:
     return launch_run_config(defs, config)
 
 
-def _print_progress(message: str) -> None:
-    """A progress line of a run a daemon executes (the runs of this process feed the bar instead)."""
+def _print_progress(message: str, show: Callable[[str], None] | None = None) -> None:
+    """A progress line of a run a daemon executes (the runs of this process feed the bar instead),
+    through ``show`` (the drop's progress display) or on stderr; other log lines are left to the UI."""
     from audio_platform.observability.progress import PROGRESS_MESSAGE
+    from audio_platform.runs import RUN_NOTE
 
-    if PROGRESS_MESSAGE.match(message):
+    if not (PROGRESS_MESSAGE.match(message) or message.startswith(RUN_NOTE)):
+        return
+    if show is not None:
+        show(message)
+    else:
         print(f"progress: {message}", file=sys.stderr, flush=True)
 
 

@@ -89,6 +89,12 @@ def platform_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             build()
         except ValueError as err:
             raise ValueError(f"{ENV_PREFIX}{section.upper()}_*: {err}") from None
+    dnsmos_weight = next((c.weight for c in curation.criteria() if c.name == "dnsmos_ovrl"), 0.0)
+    if (dnsmos_weight > 0 or curation.policy().min_dnsmos_ovrl > 0) and not vad.config().dnsmos:
+        # Unmeasured, every segment would sit at the criterion's anti-ideal or fail the floor.
+        raise ValueError(
+            f"the dnsmos_ovrl criterion or floor is on but DNSMOS is not measured: set {ENV_PREFIX}VAD_DNSMOS=true"
+        )
     return {
         "storage": PlatformStorage(
             home=str(settings.home), lake_root=str(settings.lake_root), max_file_duration_s=settings.max_file_duration_s

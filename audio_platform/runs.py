@@ -40,7 +40,7 @@ from dagster._core.utils import make_new_run_id
 from audio_platform.definitions import PROJECT_ROOT
 from audio_platform.defs.failure_reasons import record_failure_reason
 from audio_platform.defs.partitions import SHARDS
-from audio_platform.defs.recovery import OWNER_TAG, owner_tag, release_runs_of_dead_processes
+from audio_platform.defs.recovery import OWNER_TAG, owner_tag, release_runs_of_dead_processes, worker_started
 from audio_platform.defs.registration import PROCESS_SHARD_JOB, REGISTRATION_TAG, register_drop, shards_needing_runs
 from audio_platform.observability.progress import DropProgress
 from audio_platform.settings import Settings
@@ -64,6 +64,10 @@ REPOSITORY = "__repository__"
 QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
 DAEMON_FRESH_S = 75.0
 FOLLOW_POLL_S = 0.5
+# Prefix of what run_job itself tells on_log (beside the followed run's own log messages).
+RUN_NOTE = "note: "
+# Resource fields that may hold credentials, by resource, with the variable that sets them.
+SECRET_FIELDS = {"training": {"tracking_uri": "AUDIO_PLATFORM_MLFLOW_TRACKING_URI_OVERRIDE"}}
 # How often a CLI waiting on a launched run checks that its worker is alive (see recovery).
 RELEASE_EVERY_S = 15.0
 
@@ -138,11 +142,11 @@ def _create_run(
 ) -> DagsterRun:
     """``job``'s run as the UI's launch creates it: the code location's job origin, the job's and
     the partition's tags, its execution plan. A run ``executed_here`` names this process as its
-    owner (recovery) and is never retried by the daemon: the CLI re-runs an unfinished shard
-    itself, and a daemon retry beside it would process the shard twice at once."""
+    owner (recovery; a submitted run's worker names itself). No CLI run is retried by the daemon."""
     run_id = make_new_run_id()
     partition_tags = job.get_tags_for_partition_key(partition_key, None) if partition_key is not None else {}
-    own_tags = {OWNER_TAG: owner_tag(run_id), MAX_RETRIES_TAG: "0"} if executed_here else {}
+    # The CLI re-runs an unfinished shard itself: a daemon retry beside it would run it twice.
+    own_tags = {MAX_RETRIES_TAG: "0", **({OWNER_TAG: owner_tag(run_id)} if executed_here else {})}
     location = ManagedGrpcPythonEnvCodeLocationOrigin(
         LoadableTargetOrigin(module_name=DEFINITIONS_MODULE, attribute="defs"), code_location
     )
@@ -159,9 +163,13 @@ def _create_run(
 
 def _follow_queued(run_id: str, instance: DagsterInstance, on_log: Callable[[str], None] | None) -> bool:
     """Wait for a submitted run to finish, handing its log messages to ``on_log`` as they arrive.
-    Returns False (the run cancelled) when it is still queued and no daemon serves the queue any
-    more, so the caller executes it itself instead of waiting forever. A run whose worker dies is
-    failed by the dead-process check (run every ``RELEASE_EVERY_S``), so this always ends."""
+
+    Returns True when the run finished after a worker started it (its outcome is the run's), and
+    False when no worker will: the daemon stopped beating before one started it (the run is
+    cancelled: a worker that starts later refuses a cancelled run) or the daemon failed it before
+    starting it (e.g. its workspace lacks the code location); the caller then executes it itself
+    instead of waiting forever. A run whose worker dies is failed by the dead-process check (every
+    ``RELEASE_EVERY_S``), so this always ends."""
     cursor: str | None = None
     released = time.monotonic()
     while True:
@@ -171,10 +179,16 @@ def _follow_queued(run_id: str, instance: DagsterInstance, on_log: Callable[[str
         for record in connection.records:
             if record.event_log_entry.dagster_event is None and on_log is not None:
                 on_log(record.event_log_entry.user_message)
-        if run is None or run.is_finished:
-            return True
-        queued = run.status == DagsterRunStatus.QUEUED
-        if queued and not serving_daemon(instance) and instance.run_coordinator.cancel_run(run_id):
+        if run is None:
+            return False
+        started = worker_started(instance, run) is not None
+        if run.is_finished:
+            return started or run.status == DagsterRunStatus.SUCCESS
+        if not started and not serving_daemon(instance):
+            if run.status == DagsterRunStatus.QUEUED:
+                instance.run_coordinator.cancel_run(run_id)
+            else:  # STARTING or CANCELING with no worker and no daemon left to finish it
+                instance.report_run_canceled(run, message="no daemon is serving the queue any more")
             return False
         if time.monotonic() - released >= RELEASE_EVERY_S:
             release_runs_of_dead_processes(instance)
@@ -208,8 +222,17 @@ def run_job(
         )
         # The queued run coordinator only enqueues; it needs no workspace.
         instance.submit_run(queued.run_id, workspace=None)  # type: ignore[arg-type]
-        if _follow_queued(queued.run_id, instance, on_log):
+        try:
+            followed = _follow_queued(queued.run_id, instance, on_log)
+        except KeyboardInterrupt:
+            # Ctrl-C stops the work, as it does for a run executed here (and a later `process`
+            # does not find it still running beside the run it starts for the same shard).
+            instance.run_coordinator.cancel_run(queued.run_id)
+            raise
+        if followed:
             return RunOutcome.read(instance, queued.run_id)
+        if on_log is not None:
+            on_log(f"{RUN_NOTE}run {queued.run_id} was not started by the daemon (see it in the UI); executing it here")
     local = job if job.executor_def is in_process_executor else job.with_executor_def(in_process_executor)
     run = _create_run(local, instance, partition_key, run_config, tags, executed_here=True, code_location=code_location)
     execute_run(InMemoryJob(local), run, instance)
@@ -217,16 +240,23 @@ def run_job(
 
 
 def launch_run_config(defs: Definitions, run_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``run_config`` (what the launchpad's editor would hold) with, for every resource, the values
-    the definitions bound from this process's settings, so a run a daemon's worker executes uses
-    this process's home, lake and ``AUDIO_PLATFORM_*`` settings (a resource's section in a run
-    config replaces all its bound values, so the fields ``run_config`` does not name are kept)."""
+    """``run_config`` (what the launchpad's editor would hold) over every field of every resource as
+    this process's settings bound it, so a run a daemon's worker executes is decided by this
+    process's settings alone, as one it executes itself (a resource's section in a run config
+    replaces all its bound values, so each section holds every field). A field whose value came
+    from a variable that may hold credentials (:data:`SECRET_FIELDS`) is given as that variable
+    (``{"env": ...}``), so the secret never lands in the run's stored config or the UI."""
     config = dict(run_config or {})
-    resources = {key: dict(section) for key, section in (config.get("resources") or {}).items()}
+    given = {key: dict(section or {}) for key, section in (config.get("resources") or {}).items()}
+    resources: dict[str, Any] = dict(given)
     for key, bound in (defs.resources or {}).items():
-        if isinstance(bound, ConfigurableResource) and bound.model_fields_set:
-            kept = {name: getattr(bound, name) for name in bound.model_fields_set}
-            resources[key] = {"config": kept | ((resources.get(key) or {}).get("config") or {})}
+        if not isinstance(bound, ConfigurableResource):
+            continue
+        values = {name: getattr(bound, name) for name in type(bound).model_fields}
+        for field_name, variable in SECRET_FIELDS.get(key, {}).items():
+            if os.environ.get(variable) and os.environ[variable] == values.get(field_name):
+                values[field_name] = {"env": variable}
+        resources[key] = {"config": values | ((given.get(key) or {}).get("config") or {})}
     if resources:
         config["resources"] = resources
     return config

@@ -215,6 +215,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                 values[setting.name] = _coerce(env[key], setting.type)
             except ValueError as err:
                 raise ValueError(f"{key}={env[key]!r} is not a valid {setting.type}") from err
+    # Folders are fixed where the command was typed: the servers run in the project folder, and a
+    # run a daemon executes gets these values in its run config.
+    for name in ("lake_uri", "mlflow_artifact_uri"):
+        values[name] = _absolute_folder(values.get(name))
     own = {f"{ENV_PREFIX}{setting.name.upper()}" for setting in environment_fields()}
     resource_config: dict[str, dict[str, str]] = {}
     for key, raw in env.items():
@@ -222,7 +226,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             prefix = f"{ENV_PREFIX}{section.upper()}_"
             if key.startswith(prefix) and key not in own and raw != "":
                 resource_config.setdefault(section, {})[key.removeprefix(prefix).lower()] = raw
+    if "model_path" in resource_config.get("asr", {}):
+        resource_config["asr"]["model_path"] = _absolute_folder(resource_config["asr"]["model_path"]) or ""
     return Settings(**values, resource_config=resource_config)
+
+
+def _absolute_folder(value: str | None) -> str | None:
+    """A local folder as an absolute path; URIs (``s3://…``), ``null`` and unset stay as they are."""
+    if not value or "://" in value or value.strip().lower() in ("null", "none"):
+        return value
+    return str(Path(value).expanduser().resolve())
 
 
 def environment_fields() -> tuple[Any, ...]:

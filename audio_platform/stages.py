@@ -16,7 +16,7 @@ from audio_platform.audio.asr import WhisperTranscriber
 from audio_platform.curation.criteria import add_plausibility_criteria, add_text_criteria
 from audio_platform.curation.selection import CurationPolicy, decide
 from audio_platform.curation.topsis import Criterion, score_frame
-from audio_platform.storage.tables import TRANSCRIPTS, WORDS
+from audio_platform.storage.tables import SEGMENTS, TRANSCRIPTS, WORDS
 
 # Files whose segments go to the ASR model together: bounds the audio held at once (cached audio
 # is memory-mapped, but decoded windows are not) while short files still share packed windows.
@@ -106,7 +106,12 @@ def transcribe_shard(
 
 
 def score_shard(segments: pl.DataFrame, transcripts: pl.DataFrame, criteria: Sequence[Criterion]) -> pl.DataFrame:
-    """``segment_scores`` rows: every measured criterion per segment and its TOPSIS closeness."""
+    """``segment_scores`` rows: every measured criterion per segment and its TOPSIS closeness.
+
+    Segments written before a measurement existed (``dnsmos_*``) read it as null, so their shard
+    re-scores (a weighted criterion is then at its anti-ideal, an unweighted one counts for nothing)."""
+    missing = [c for c in SEGMENTS.schema if c not in segments.columns]
+    segments = segments.with_columns(pl.lit(None, dtype=SEGMENTS.schema[c]).alias(c) for c in missing)
     joined = segments.join(transcripts.drop("file_id", "shard"), on="segment_id", how="left", validate="1:1")
     scored = score_frame(add_text_criteria(joined), criteria)
     measured = [c for c in _MEASURED if c in scored.columns]

@@ -198,6 +198,8 @@ def test_runs_of_a_killed_process_are_failed_and_free_their_pool_slot(tmp_path: 
         "untagged": None,
         # A retry carries its parent's tags: a dead parent's owner says nothing about the retry.
         "retry-of-killed": f"{host}:{finished.stdout.strip()}:1@killed",
+        # Written before owner tags named their run: still its own run's.
+        "legacy-killed": f"{host}:{finished.stdout.strip()}:1",
     }
     for run_id, owner in owners.items():
         tags = {OWNER_TAG: owner} if owner else {}
@@ -207,7 +209,7 @@ def test_runs_of_a_killed_process_are_failed_and_free_their_pool_slot(tmp_path: 
     assert storage.claim_concurrency_slot(MODEL_POOL, "killed", "vad_segments").is_claimed
     assert not storage.claim_concurrency_slot(MODEL_POOL, "alive", "vad_segments").is_claimed
 
-    assert release_runs_of_dead_processes(instance) == ["killed"]
+    assert sorted(release_runs_of_dead_processes(instance)) == ["killed", "legacy-killed"]
     statuses = {run_id: instance.get_run_by_id(run_id).status for run_id in owners}  # type: ignore[union-attr]
     assert statuses == {
         "killed": DagsterRunStatus.FAILURE,
@@ -215,6 +217,7 @@ def test_runs_of_a_killed_process_are_failed_and_free_their_pool_slot(tmp_path: 
         "other-host": DagsterRunStatus.STARTED,
         "untagged": DagsterRunStatus.STARTED,
         "retry-of-killed": DagsterRunStatus.STARTED,
+        "legacy-killed": DagsterRunStatus.FAILURE,
     }
     assert storage.claim_concurrency_slot(MODEL_POOL, "alive", "vad_segments").is_claimed
     assert release_runs_of_dead_processes(instance) == []

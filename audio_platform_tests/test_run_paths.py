@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,11 +19,14 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterEventType, DagsterRunStatus, Definitions, RunsFilter, asset, define_asset_job
+from dagster._core.events import DagsterEvent
+from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._daemon.types import DaemonHeartbeat
 
 from audio_platform import runs
-from audio_platform.runs import OWNER_TAG, QUEUE_DAEMON, prepare_instance, run_job, serving_daemon
-from audio_platform.settings import Settings
+from audio_platform.definitions import build_definitions
+from audio_platform.runs import OWNER_TAG, QUEUE_DAEMON, launch_run_config, prepare_instance, run_job, serving_daemon
+from audio_platform.settings import Settings, load_settings
 from audio_platform_tests.conftest import CORPUS, requires_corpus, stop_process_group
 from audio_platform_tests.defs.test_daemon_recovery import _serve, _wait
 
@@ -109,3 +113,42 @@ def test_with_serve_running_the_cli_submits_to_the_daemons_queue(tmp_path):
         and f":{launched[0].event_log_entry.dagster_event.engine_event_data.metadata['pid'].value}:" in owner
     )
     assert run.tags["drop_id"] and run.tags["dagster/partition"]
+
+
+def test_a_run_config_carries_every_setting_but_no_secret(tmp_path, monkeypatch):
+    """A run a daemon executes gets the CLI's settings, all of them, and no credentials."""
+    secret_uri = "postgresql://mlflow:s3cret@db.example/mlflow"
+    monkeypatch.setenv("AUDIO_PLATFORM_MLFLOW_TRACKING_URI_OVERRIDE", secret_uri)
+    settings = load_settings({**os.environ, "AUDIO_PLATFORM_HOME": str(tmp_path / "home")})
+    defs = build_definitions(settings)
+    config = launch_run_config(defs, {"resources": {"curation": {"config": {"min_score": 0.8}}}})
+    assert "s3cret" not in json.dumps(config)
+    training = config["resources"]["training"]["config"]
+    assert training["tracking_uri"] == {"env": "AUDIO_PLATFORM_MLFLOW_TRACKING_URI_OVERRIDE"}
+    assert set(config["resources"]["asr"]["config"]) == set(type(defs.resources["asr"]).model_fields)
+    assert config["resources"]["curation"]["config"]["min_score"] == 0.8
+    assert config["resources"]["storage"]["config"]["home"] == str(settings.home)
+    for job in ("process_shard", "rescore_shard", "refresh_warehouse", "train_keyword"):
+        assert ResolvedRunConfig.build(defs.resolve_job_def(job), config)
+
+
+def test_a_run_left_starting_by_a_dead_daemon_is_cancelled_and_executed_here(tmp_path, monkeypatch):
+    """The daemon dequeued the run (STARTING) and died before a worker started: nobody will ever
+    move it on, so the CLI cancels it and runs the shard itself."""
+    monkeypatch.setattr(runs, "DAEMON_FRESH_S", 2.0)
+    instance = prepare_instance(Settings(home=tmp_path / "home"))
+    _beat(instance, time.time())
+    original_submit = instance.submit_run
+
+    def submit_then_dequeue_and_die(run_id, workspace):
+        submitted = original_submit(run_id, workspace)
+        # What the queue daemon writes when it dequeues a run (queued_run_coordinator_daemon).
+        starting = DagsterEvent(event_type_value=DagsterEventType.RUN_STARTING.value, job_name=submitted.job_name)
+        instance.report_dagster_event(starting, run_id=run_id)
+        return submitted
+
+    monkeypatch.setattr(instance, "submit_run", submit_then_dequeue_and_die)
+    outcome = run_job(_answer_job(), instance)
+    assert outcome.success
+    statuses = sorted(run.status.value for run in instance.get_runs(RunsFilter(job_name="answer_job")))
+    assert statuses == ["CANCELED", "SUCCESS"]

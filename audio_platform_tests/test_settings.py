@@ -77,6 +77,11 @@ def test_every_resource_field_is_reached_by_its_environment_variable(tmp_path):
         ),
         ("AUDIO_PLATFORM_TRAINING_VAL_FRACTION", "0.9", r"AUDIO_PLATFORM_TRAINING_\*: val_fraction \+ test_fraction"),
         ("AUDIO_PLATFORM_TRAINING_TRACKING_URI", "file:/x", "set AUDIO_PLATFORM_MLFLOW_TRACKING_URI_OVERRIDE instead"),
+        (
+            "AUDIO_PLATFORM_CURATION_MIN_DNSMOS_OVRL",
+            "3.0",
+            "DNSMOS is not measured: set AUDIO_PLATFORM_VAD_DNSMOS=true",
+        ),
     ],
 )
 def test_bad_resource_variables_fail_when_the_definitions_load(tmp_path, variable, raw, message):
@@ -169,3 +174,20 @@ def test_a_home_the_stores_would_misread_is_refused_before_anything_is_written(t
     with pytest.raises(ValueError, match="URI or path syntax"):
         load_settings({"AUDIO_PLATFORM_HOME": str(tmp_path / name)})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_relative_folders_are_fixed_where_the_command_runs(tmp_path, monkeypatch):
+    """The servers run in the project folder and daemon-executed runs get the CLI's values: a
+    relative folder must mean the same folder everywhere."""
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(
+        {
+            "AUDIO_PLATFORM_HOME": "home",
+            "AUDIO_PLATFORM_LAKE_URI": "lake",
+            "AUDIO_PLATFORM_MLFLOW_ARTIFACT_URI": "s3://bucket/mlflow",
+            "AUDIO_PLATFORM_ASR_MODEL_PATH": "models/whisper",
+        }
+    )
+    assert settings.home == tmp_path / "home" and settings.lake_root == tmp_path / "lake"
+    assert settings.mlflow_artifact_root == "s3://bucket/mlflow"
+    assert settings.resource_config["asr"]["model_path"] == str(tmp_path / "models/whisper")

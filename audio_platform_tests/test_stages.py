@@ -144,3 +144,19 @@ def test_dnsmos_is_measured_on_request_and_ranks_once_weighted(tmp_path):
     scores = lake.read(SEGMENT_SCORES, shard)
     unweighted = score_shard(lake.read(SEGMENTS.name, shard), lake.read(TRANSCRIPTS.name, shard), DEFAULT_CRITERIA)
     assert not scores.sort("segment_id")["topsis_score"].equals(unweighted.sort("segment_id")["topsis_score"])
+
+
+def test_a_shard_written_before_dnsmos_existed_still_scores():
+    """rescore on an old shard: its segments have no dnsmos_* columns."""
+    old = _segments("f" * 64, [(0.0, 2.0), (3.0, 5.0)]).drop("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+    transcripts = pl.DataFrame(
+        [
+            {c: None for c in TRANSCRIPTS.schema}
+            | {"segment_id": sid, "file_id": "f" * 64, "shard": "s-0000", "text": "hello there", "language": "en"}
+            for sid in old["segment_id"]
+        ],
+        schema=TRANSCRIPTS.schema,
+    )
+    scored = score_shard(old, transcripts, DEFAULT_CRITERIA)
+    assert scored.height == 2 and scored["dnsmos_ovrl"].null_count() == 2
+    assert scored["topsis_score"].is_between(0.0, 1.0).all()

@@ -100,8 +100,8 @@ def owner_tag(run_id: str) -> str:
 def _own_owner(run: DagsterRun) -> str | None:
     """The run's owner tag when it names this run (not one copied from the run it retries)."""
     owner = run.tags.get(OWNER_TAG)
-    if owner is None:
-        return None
+    if owner is None or "@" not in owner:
+        return owner  # a tag from before run ids were part of it names its own run
     process, _, run_id = owner.rpartition("@")
     return owner if process and run_id == run.run_id else None
 
@@ -111,18 +111,18 @@ def record_run_owner(instance: DagsterInstance, run: DagsterRun) -> None:
     Only the run worker tags: a step subprocess (multiprocess executor) ends before its run does."""
     if _own_owner(run) is not None:
         return
-    worker = _worker_started(instance, run)
+    worker = worker_started(instance, run)
     if worker is not None and worker[0] == os.getpid():
         instance.add_run_tags(run.run_id, {OWNER_TAG: owner_tag(run.run_id)})
 
 
 def _owner_is_gone(owner: str) -> bool:
-    host, pid, start = owner.rpartition("@")[0].rsplit(":", 2)
+    host, pid, start = owner.split("@", 1)[0].rsplit(":", 2)
     # Another machine's process cannot be checked from here: assume it is alive.
     return host == socket.gethostname() and _process_start(int(pid)) != start
 
 
-def _worker_started(instance: DagsterInstance, run: DagsterRun) -> tuple[int, float] | None:
+def worker_started(instance: DagsterInstance, run: DagsterRun) -> tuple[int, float] | None:
     """(pid, when) of the run worker, from its "Started process for run" event; None before it."""
     records = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ENGINE_EVENT).records
     for record in reversed(records):
@@ -136,7 +136,7 @@ def _worker_started(instance: DagsterInstance, run: DagsterRun) -> tuple[int, fl
 
 def _worker_is_gone(instance: DagsterInstance, run: DagsterRun) -> bool:
     """For a run of the local launcher: whether the worker process its events name has died."""
-    worker = _worker_started(instance, run)
+    worker = worker_started(instance, run)
     if worker is None:
         return False  # not started yet: run monitoring's start timeout covers a launch that never began
     pid, logged_at = worker

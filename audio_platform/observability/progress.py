@@ -188,6 +188,16 @@ class ProgressDisplay:
         self._stage = progress
         self._show(force=False)
 
+    def note(self, line: str) -> None:
+        """A line of its own (e.g. a progress line of a run a daemon executes), above the bar."""
+        if self._tty and self._drawn:
+            self._stream.write("\r\x1b[K")
+            self._drawn = False
+        self._stream.write(f"progress: {line}\n")
+        self._stream.flush()
+        if self._tty:
+            self._show(force=True)
+
     def close(self) -> None:
         """Ends the bar's line so that later output starts on a fresh one."""
         if self._tty and self._drawn:

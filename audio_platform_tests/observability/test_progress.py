@@ -7,6 +7,7 @@ import logging
 
 from audio_platform.observability.progress import (
     PROGRESS_LOGGER,
+    PROGRESS_MESSAGE,
     DropProgress,
     ProgressDisplay,
     ProgressReporter,
@@ -128,3 +129,15 @@ def test_stage_updates_reach_a_listener_only_while_it_listens() -> None:
     reporter.advance()
     assert [update.done for update in heard] == [1, 2]
     assert PROGRESS_LOGGER.level == level_before and not PROGRESS_LOGGER.isEnabledFor(logging.DEBUG)
+
+
+def test_a_note_is_written_above_the_bar_which_is_then_redrawn() -> None:
+    stream = io.StringIO()
+    display = ProgressDisplay(stream, tty=True, width=200, clock=lambda: 0.0)
+    display.drop(DropProgress(0, 2, 0, 10))
+    line = StageProgress("ASR", "s of speech", 10.0, 30.0, 5.0, 10.0).message()
+    display.note(line)
+    before, note, after = stream.getvalue().partition(f"\r\x1b[Kprogress: {line}\n")
+    assert note and "0/2 shards" in before and "0/2 shards" in after
+    # The lines a CLI picks out of a followed run's log are the ones StageProgress writes.
+    assert PROGRESS_MESSAGE.match(line) and not PROGRESS_MESSAGE.match("vad_segments: 12 files read")
