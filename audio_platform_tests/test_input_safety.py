@@ -27,7 +27,7 @@ def served(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[str]]:
 
 
 def _host_of(command: list[str]) -> str:
-    return command[command.index("-h") + 1]
+    return command[command.index("--host") + 1]
 
 
 def test_serve_binds_to_loopback_by_default(served: list[list[str]], capsys: pytest.CaptureFixture[str]) -> None:
