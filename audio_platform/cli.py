@@ -230,7 +230,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
         return 0
     words = load_words(warehouse, drop) if args.format == "lhotse" else None
-    summary = write_export(curated, out_dir, args.format, words=words, split_by_drop=args.split_by_drop)
+    summary = write_export(
+        curated,
+        out_dir,
+        args.format,
+        words=words,
+        split_by_drop=args.split_by_drop,
+        segments_per_tar=args.segments_per_tar,
+    )
     print(
         f"exported {summary.segments} segments ({summary.seconds / 3600:.3f} h, {summary.audio_files} audio files, "
         f"{summary.drops} drop(s)) as {args.format}: {len(summary.written)} file(s) written to {out_dir} "
@@ -573,10 +580,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out_dir", help="folder to write into: new or empty, outside the platform home and every drop")
     export.add_argument(
         "--format",
-        choices=["nemo", "lhotse"],
+        choices=["nemo", "nemo-tarred", "lhotse"],
         required=True,
-        help="nemo: manifest.jsonl (audio_filepath, offset, duration, text); "
+        help="nemo: manifest.jsonl (audio_filepath, offset, duration, text); nemo-tarred: the segments cut as "
+        "16 kHz WAV into audio_0.tar, audio_1.tar, ... with tarred_audio_manifest.json; "
         "lhotse: recordings.jsonl.gz and supervisions.jsonl.gz",
+    )
+    export.add_argument(
+        "--segments-per-tar",
+        type=int,
+        default=1000,
+        help="nemo-tarred: segments per tar (default: 1000)",
     )
     export.add_argument("--drop", help="one processed drop: its folder or drop id (default: every drop)")
     export.add_argument(

@@ -9,6 +9,11 @@ recording), so an export is small, quick, and always in step with what the wareh
   ``offset``, ``duration``, ``text``, plus ``lang``, ``segment_id``, ``topsis_score``, ``drop_id``,
   ``source_group`` and ``speaker`` (when the drop's metadata names one). NeMo's ASR datasets cut
   the span out of the long file with ``offset``/``duration`` and ignore keys they do not use.
+* **NeMo tarred** (``audio_0.tar`` … and ``tarred_audio_manifest.json``): what NeMo's tarred ASR
+  datasets read at scale (``tarred_audio_filepaths: audio__OP_0..N_CL_.tar``). Here the audio *is*
+  cut: each segment as 16 kHz mono 16-bit WAV (what the platform transcribed), ``<segment_id>.wav``
+  in tar ``shard_id``, at most ``segments_per_tar`` per tar; the manifest's ``audio_filepath`` is that
+  member name, and ``source_filepath``/``source_offset`` say where it came from.
 * **Lhotse** (``recordings.jsonl.gz``, ``supervisions.jsonl.gz``): a ``Recording`` per file and a
   ``SupervisionSegment`` per segment, written as Lhotse's ``to_dict()`` writes them (null fields
   left out, word alignments as ``[symbol, start, duration, score]`` lists, the format since Lhotse
@@ -22,23 +27,31 @@ Plain functions over polars frames: no Dagster, so the CLI (or a notebook) calls
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import math
 import os
+import tarfile
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
+import soundfile as sf
 
+from audio_platform.audio.decode import decode_mono_16k
+from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.evaluation.asr_accuracy import source_group
 from audio_platform.storage.drops import HOME_MARKER, is_platform_home
 from audio_platform.storage.warehouse import query
 
-FORMATS = ("nemo", "lhotse")
+FORMATS = ("nemo", "nemo-tarred", "lhotse")
 NEMO_MANIFEST = "manifest.jsonl"
+NEMO_TARRED_MANIFEST = "tarred_audio_manifest.json"
+DEFAULT_SEGMENTS_PER_TAR = 1000
 LHOTSE_RECORDINGS = "recordings.jsonl.gz"
 LHOTSE_SUPERVISIONS = "supervisions.jsonl.gz"
 
@@ -278,6 +291,57 @@ def _write_part(
     ]
 
 
+def write_nemo_tarred(
+    curated: pl.DataFrame,
+    out_dir: Path,
+    *,
+    segments_per_tar: int = DEFAULT_SEGMENTS_PER_TAR,
+    load_audio: Callable[[str], np.ndarray] = lambda path: decode_mono_16k(Path(path)),
+) -> list[Path]:
+    """The tars and the manifest of the NeMo tarred format (see the module docstring).
+    ``load_audio(source_path)`` gives a file's 16 kHz mono samples; rows come grouped by file
+    (:data:`CURATED_SQL`'s order), so each file is decoded once per tar. Each tar is written to a
+    temp file and renamed, the manifest last: a reader never sees a manifest naming a missing tar."""
+    if segments_per_tar < 1:
+        raise ValueError(f"segments_per_tar must be >= 1, got {segments_per_tar}")
+    rows = nemo_rows(curated)
+    written: list[Path] = []
+    manifest: list[dict[str, Any]] = []
+    for shard_id, start in enumerate(range(0, len(rows), segments_per_tar)):
+        path = out_dir / f"audio_{shard_id}.tar"
+        temp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        loaded: tuple[str, np.ndarray] | None = None
+        try:
+            with tarfile.open(temp, "w", format=tarfile.PAX_FORMAT) as tar:
+                for row in rows[start : start + segments_per_tar]:
+                    if loaded is None or loaded[0] != row["audio_filepath"]:
+                        loaded = (row["audio_filepath"], load_audio(row["audio_filepath"]))
+                    first = round(row["offset"] * SAMPLE_RATE)
+                    samples = loaded[1][first : first + round(row["duration"] * SAMPLE_RATE)]
+                    wav = io.BytesIO()
+                    sf.write(wav, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+                    member = tarfile.TarInfo(f"{row['segment_id']}.wav")
+                    member.size = wav.tell()
+                    wav.seek(0)
+                    tar.addfile(member, wav)  # mtime 0 and no owner: the same rows give the same bytes
+                    manifest.append(
+                        {
+                            "audio_filepath": member.name,
+                            "duration": _seconds(samples.size / SAMPLE_RATE),
+                            "text": row["text"],
+                            "shard_id": shard_id,
+                            "source_filepath": row["audio_filepath"],
+                            "source_offset": row["offset"],
+                        }
+                        | {k: v for k, v in row.items() if k not in ("audio_filepath", "offset", "duration", "text")}
+                    )
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        written.append(path)
+    return [*written, write_jsonl(out_dir / NEMO_TARRED_MANIFEST, manifest)]
+
+
 def write_export(
     curated: pl.DataFrame,
     out_dir: Path,
@@ -285,19 +349,29 @@ def write_export(
     *,
     words: pl.DataFrame | None = None,
     split_by_drop: bool = False,
+    segments_per_tar: int = DEFAULT_SEGMENTS_PER_TAR,
 ) -> ExportSummary:
     """Write the manifests of ``curated`` (rows of :data:`CURATED_SQL`) in format ``fmt`` into
     ``out_dir`` (checked by :func:`check_output_dir` first): all segments in one manifest, and with
     ``split_by_drop`` also one per drop, named by its drop id. ``words`` (rows of :data:`WORDS_SQL`)
-    become the Lhotse supervisions' word alignments."""
+    become the Lhotse supervisions' word alignments. ``nemo-tarred`` cuts the audio into tars of
+    ``segments_per_tar`` segments (one set for all drops)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: one of {', '.join(FORMATS)}")
+    if fmt == "nemo-tarred" and split_by_drop:
+        raise ValueError("nemo-tarred writes one set of tars; export each drop with --drop instead")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "nemo-tarred":
+        return _summary(curated, write_nemo_tarred(curated, out_dir, segments_per_tar=segments_per_tar))
     alignments = word_alignments(words) if fmt == "lhotse" and words is not None else {}
     written = _write_part(curated, out_dir, fmt, "", alignments)
     if split_by_drop:
         for part in curated.partition_by("drop_id", maintain_order=True):
             written += _write_part(part, out_dir, fmt, str(part["drop_id"][0]), alignments)
+    return _summary(curated, written)
+
+
+def _summary(curated: pl.DataFrame, written: list[Path]) -> ExportSummary:
     return ExportSummary(
         segments=curated.height,
         seconds=float(curated["duration_s"].sum()),

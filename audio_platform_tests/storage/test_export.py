@@ -5,13 +5,18 @@ manifests of a real processed home checked against its warehouse."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
+import soundfile as sf
 
+from audio_platform.audio.decode import decode_mono_16k
 from audio_platform.cli import main
 from audio_platform.storage.drops import HOME_MARKER
 from audio_platform.storage.export import (
@@ -283,3 +288,25 @@ def check_demo_exports(home: Path, out_root: Path, capsys: pytest.CaptureFixture
         for symbol, start, duration, _score in supervision.get("alignment", {}).get("word", []):
             assert symbol and start >= 0 and duration >= 0 and start + duration <= recording["duration"] + 1e-3
     assert any("alignment" in s for s in supervisions)
+
+    # NeMo tarred: the segments cut into tars of at most 5, each member the 16 kHz mono samples the
+    # platform transcribed, the manifest naming the member and its tar.
+    tarred = out_root / "nemo-tarred"
+    assert main(["export", "--format", "nemo-tarred", str(tarred), "--segments-per-tar", "5"]) == 0
+    capsys.readouterr()
+    entries = read_jsonl(tarred / "tarred_audio_manifest.json")
+    assert {e["segment_id"]: e["text"] for e in entries} == texts
+    tars = sorted(tarred.glob("audio_*.tar"))
+    assert len(tars) == -(-len(texts) // 5) and {e["shard_id"] for e in entries} == set(range(len(tars)))
+    decoded = {path: decode_mono_16k(Path(path)) for path in durations}
+    for entry in entries:
+        with tarfile.open(tarred / f"audio_{entry['shard_id']}.tar") as tar:
+            member = tar.extractfile(entry["audio_filepath"])
+            assert member is not None
+            samples, rate = sf.read(io.BytesIO(member.read()), dtype="float32")
+        first = round(entry["source_offset"] * rate)
+        expected = decoded[entry["source_filepath"]][first : first + samples.size]
+        assert rate == 16_000 and abs(samples.size / rate - entry["duration"]) < 1e-6
+        assert np.abs(samples - expected).max() <= 1 / 32_768 + 1e-6  # 16-bit PCM of the same samples
+    assert main(["export", "--format", "nemo-tarred", str(out_root / "t2"), "--split-by-drop"]) == 1
+    assert "export each drop with --drop" in capsys.readouterr().err
