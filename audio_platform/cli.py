@@ -311,20 +311,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return status
 
 
-def load_run_config(defs: Definitions, path: str | None) -> dict[str, Any]:
-    """The run config in a YAML file (what the launchpad's editor holds), with the values the
-    definitions bound from this process's settings for every field the file does not name
-    (:func:`audio_platform.runs.launch_run_config`); without a path, those values alone."""
-    from audio_platform.runs import launch_run_config
-
+def read_run_config(path: str | None) -> dict[str, Any] | None:
+    """The run config in a YAML file (what the launchpad's editor holds), or None without a path."""
     if path is None:
-        return launch_run_config(defs)
+        return None
     import yaml
 
     config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     if not isinstance(config, dict):
         raise SystemExit(f"error: {path} must hold a YAML mapping (e.g. resources: ...)")
-    return launch_run_config(defs, config)
+    return config
+
+
+def load_run_config(defs: Definitions, path: str | None) -> dict[str, Any]:
+    """:func:`read_run_config` with the values the definitions bound from this process's settings
+    for every field the file does not name (:func:`audio_platform.runs.launch_run_config`)."""
+    from audio_platform.runs import launch_run_config
+
+    return launch_run_config(defs, read_run_config(path))
 
 
 def _print_progress(message: str, show: Callable[[str], None] | None = None) -> None:
@@ -358,7 +362,7 @@ def _run_shards(args: argparse.Namespace, job_name: str) -> int:
     try:
         defs = build_definitions(settings)
         report = run_shard_job(
-            defs, instance, job_name, shards, load_run_config(defs, args.config), code_location=settings.code_location
+            defs, instance, job_name, shards, read_run_config(args.config), code_location=settings.code_location
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -450,10 +454,6 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return status
 
 
-# Settings that name a folder (or a URI): see _platform_env.
-PATH_VARIABLES = ("AUDIO_PLATFORM_LAKE_URI", "AUDIO_PLATFORM_MLFLOW_ARTIFACT_URI", "AUDIO_PLATFORM_ASR_MODEL_PATH")
-
-
 def _platform_env() -> dict[str, str]:
     """Environment for Dagster processes: the instance under AUDIO_PLATFORM_HOME/dagster."""
     from audio_platform.runs import prepare_instance
@@ -462,13 +462,14 @@ def _platform_env() -> dict[str, str]:
     settings = load_settings()
     prepare_instance(settings)
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "AUDIO_PLATFORM_HOME": str(settings.home)}
-    # The servers run in the project folder (`dg dev`): folders given relative to where the user
-    # typed the command are made absolute, so served runs use the same ones as the CLI's.
-    for variable in PATH_VARIABLES:
-        value = env.get(variable, "")
-        if value and "://" not in value:
-            env[variable] = str(Path(value).expanduser().resolve())
-    return env
+    # The servers run in the project folder (`dg dev`): they get the folders load_settings made
+    # absolute where the user typed the command, so served runs use the same ones as the CLI's.
+    folders = {
+        "AUDIO_PLATFORM_LAKE_URI": settings.lake_uri,
+        "AUDIO_PLATFORM_MLFLOW_ARTIFACT_URI": settings.mlflow_artifact_uri,
+        "AUDIO_PLATFORM_ASR_MODEL_PATH": settings.resource_config.get("asr", {}).get("model_path"),
+    }
+    return env | {variable: folder for variable, folder in folders.items() if folder}
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -181,10 +181,10 @@ def _follow_queued(run_id: str, instance: DagsterInstance, on_log: Callable[[str
                 on_log(record.event_log_entry.user_message)
         if run is None:
             return False
-        started = worker_started(instance, run) is not None
+        # The worker's start event is looked up only when it decides something (not every poll).
         if run.is_finished:
-            return started or run.status == DagsterRunStatus.SUCCESS
-        if not started and not serving_daemon(instance):
+            return run.status == DagsterRunStatus.SUCCESS or worker_started(instance, run) is not None
+        if not serving_daemon(instance) and worker_started(instance, run) is None:
             if run.status == DagsterRunStatus.QUEUED:
                 instance.run_coordinator.cancel_run(run_id)
             else:  # STARTING or CANCELING with no worker and no daemon left to finish it

@@ -50,7 +50,7 @@ def test_every_resource_field_is_reached_by_its_environment_variable(tmp_path):
     assert {c.name: c.weight for c in resources["curation"].criteria()}["snr_db"] == 3.0
     training = resources["training"].training_config()
     assert (training.epochs, training.target_recall) == (3, None)
-    # Fields set from the environment are the ones a --config file keeps (cli.load_run_config).
+    # The fields the environment set are recorded as set on the resource (its bound values).
     assert resources["asr"].model_fields_set == {"beam_size", "context_pad_s", "language"}
 
 
