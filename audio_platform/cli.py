@@ -206,7 +206,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from audio_platform.settings import load_settings
     from audio_platform.storage.drops import drop_id_for
-    from audio_platform.storage.export import check_output_dir, drop_roots, load_curated, load_words, write_export
+    from audio_platform.storage.export import (
+        ALIGNED_FORMATS,
+        check_output_dir,
+        drop_roots,
+        load_curated,
+        load_words,
+        write_export,
+    )
     from audio_platform.storage.warehouse import query
 
     settings = load_settings()
@@ -229,7 +236,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"left out); nothing written to {out_dir}"
         )
         return 0
-    words = load_words(warehouse, drop) if args.format == "lhotse" else None
+    words = load_words(warehouse, drop) if args.format in ALIGNED_FORMATS else None
     summary = write_export(
         curated,
         out_dir,
@@ -467,7 +474,7 @@ def _platform_env() -> dict[str, str]:
     folders = {
         "AUDIO_PLATFORM_LAKE_URI": settings.lake_uri,
         "AUDIO_PLATFORM_MLFLOW_ARTIFACT_URI": settings.mlflow_artifact_uri,
-        "AUDIO_PLATFORM_ASR_MODEL_PATH": settings.resource_config.get("asr", {}).get("model_path"),
+        "AUDIO_PLATFORM_ASR_MODEL": settings.resource_config.get("asr", {}).get("model"),
     }
     return env | {variable: folder for variable, folder in folders.items() if folder}
 
@@ -576,22 +583,26 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser(
         "export",
         parents=[common],
-        help="write the curated segments as training manifests (NeMo JSONL, Lhotse recordings + supervisions)",
+        help="write the curated segments for training: NeMo (JSONL, tarred), Lhotse (manifests, Shar), "
+        "Hugging Face audiofolder",
     )
     export.add_argument("out_dir", help="folder to write into: new or empty, outside the platform home and every drop")
     export.add_argument(
         "--format",
-        choices=["nemo", "nemo-tarred", "lhotse"],
+        # Literal (as export.FORMATS): importing the export module would slow every command's start.
+        choices=["nemo", "nemo-tarred", "lhotse", "audiofolder", "lhotse-shar"],
         required=True,
         help="nemo: manifest.jsonl (audio_filepath, offset, duration, text); nemo-tarred: the segments cut as "
         "16 kHz WAV into audio_0.tar, audio_1.tar, ... with tarred_audio_manifest.json; "
-        "lhotse: recordings.jsonl.gz and supervisions.jsonl.gz",
+        "lhotse: recordings.jsonl.gz and supervisions.jsonl.gz; audiofolder: the segments cut as 16 kHz FLAC "
+        "into data/ with metadata.csv (Hugging Face datasets); lhotse-shar: cuts.000000.jsonl.gz with the "
+        "segments cut as 16 kHz FLAC into recording.000000.tar, ... (Lhotse CutSet.from_shar)",
     )
     export.add_argument(
         "--segments-per-tar",
         type=int,
         default=1000,
-        help="nemo-tarred: segments per tar (default: 1000)",
+        help="nemo-tarred and lhotse-shar: segments per tar (default: 1000)",
     )
     export.add_argument("--drop", help="one processed drop: its folder or drop id (default: every drop)")
     export.add_argument(

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from audio_platform.audio.whisper_models import PROFILES
+
 DEFAULT_HOME = ".audio_platform"
 # Characters a home path cannot hold: SQLAlchemy unquotes `%XX` in sqlite:/// URLs, both it and
 # DuckDB (for its write-ahead log) cut a path at `?`, and DuckDB reads `\` as a path separator.
@@ -226,8 +228,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             prefix = f"{ENV_PREFIX}{section.upper()}_"
             if key.startswith(prefix) and key not in own and raw != "":
                 resource_config.setdefault(section, {})[key.removeprefix(prefix).lower()] = raw
-    if "model_path" in resource_config.get("asr", {}):
-        resource_config["asr"]["model_path"] = _absolute_folder(resource_config["asr"]["model_path"]) or ""
+    asr_model = resource_config.get("asr", {}).get("model")
+    if asr_model is not None and asr_model not in PROFILES:  # a model folder, not a profile name
+        resource_config["asr"]["model"] = _absolute_folder(asr_model) or ""
     return Settings(**values, resource_config=resource_config)
 
 

@@ -16,7 +16,7 @@ from audio_platform.audio.asr import WhisperTranscriber
 from audio_platform.curation.criteria import add_plausibility_criteria, add_text_criteria
 from audio_platform.curation.selection import CurationPolicy, decide
 from audio_platform.curation.topsis import Criterion, score_frame
-from audio_platform.storage.tables import SEGMENTS, TRANSCRIPTS, WORDS
+from audio_platform.storage.tables import NEAR_DUPLICATES, SEGMENTS, TRANSCRIPTS, WORDS
 
 # Files whose segments go to the ASR model together: bounds the audio held at once (cached audio
 # is memory-mapped, but decoded windows are not) while short files still share packed windows.
@@ -82,6 +82,7 @@ def transcribe_shard(
                         "shard": shard,
                         "text": result.text,
                         "language": result.language,
+                        "language_probability": result.language_probability,
                         "avg_logprob": result.avg_logprob,
                         "no_speech_prob": result.no_speech_prob,
                         "compression_ratio": result.compression_ratio,
@@ -131,6 +132,7 @@ def curate_shard(
     transcripts: pl.DataFrame,
     files: pl.DataFrame,
     policy: CurationPolicy,
+    near_duplicates: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """``curation_decisions`` rows (the curated set is those with ``selected``): every scored
     segment of an ``ok`` file of ``files`` (a shard's ``audio_files`` rows) decided by ``policy``.
@@ -138,12 +140,13 @@ def curate_shard(
     The text-plausibility columns the policy reads are computed here from the transcript and the
     segment, not read from ``scores``: a ``segment_scores`` shard written before they existed
     still curates. ``dnsmos_ovrl`` comes from ``segments``; a shard whose segments predate it reads
-    null there, which the policy's DNSMOS floor, when on, rejects as ``dnsmos_ovrl missing``."""
-    dnsmos_ovrl = (
-        pl.col("dnsmos_ovrl").cast(pl.Float64)
-        if "dnsmos_ovrl" in segments.columns
-        else pl.lit(None, dtype=pl.Float64).alias("dnsmos_ovrl")
-    )
+    null there, which the policy's DNSMOS floor, when on, rejects as ``dnsmos_ovrl missing``.
+    ``language_probability`` comes from ``transcripts``; where they predate it, it reads null: not
+    measured, which the language-probability floor lets pass. ``near_duplicates`` (the shard's
+    rows of that table) links a segment to the earlier copy it repeats; None: the shard was never
+    looked up (processed before the lookup existed), so no segment is a known copy."""
+    dnsmos_ovrl = _float_or_null(segments, "dnsmos_ovrl")
+    language_probability = _float_or_null(transcripts, "language_probability")
     candidates = (
         scores.select("segment_id", "shard", "topsis_score", "clipping_ratio")
         .join(
@@ -152,7 +155,9 @@ def curate_shard(
             validate="1:1",
         )
         .join(
-            transcripts.select("segment_id", "text", "language", "no_speech_prob", "compression_ratio"),
+            transcripts.select(
+                "segment_id", "text", "language", language_probability, "no_speech_prob", "compression_ratio"
+            ),
             on="segment_id",
             validate="1:1",
         )
@@ -162,4 +167,15 @@ def curate_shard(
             validate="m:1",
         )
     )
+    copies = (NEAR_DUPLICATES.empty() if near_duplicates is None else near_duplicates).select(
+        "segment_id", "near_duplicate_of", near_duplicate_similarity=pl.col("similarity")
+    )
+    candidates = candidates.join(copies, on="segment_id", how="left", validate="1:1")
     return decide(add_plausibility_criteria(candidates), policy)
+
+
+def _float_or_null(frame: pl.DataFrame, column: str) -> pl.Expr:
+    """``column`` as a double, or null where ``frame`` was written before the column existed."""
+    if column in frame.columns:
+        return pl.col(column).cast(pl.Float64)
+    return pl.lit(None, dtype=pl.Float64).alias(column)

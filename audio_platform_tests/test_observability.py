@@ -37,7 +37,15 @@ from audio_platform_tests.conftest import TWO_ASR_THREADS
 pytestmark = pytest.mark.e2e
 
 AUDIO_PLATFORM = Path(sys.executable).with_name("audio-platform")
-SHARD_ASSETS = ("raw_audio_files", "vad_segments", "transcripts", "words", "segment_scores", "curated_segments")
+SHARD_ASSETS = (
+    "raw_audio_files",
+    "vad_segments",
+    "near_duplicates",
+    "transcripts",
+    "words",
+    "segment_scores",
+    "curated_segments",
+)
 CHARTS = {
     "vad_segments": "segment_durations",
     "segment_scores": "score_distributions",
@@ -107,7 +115,7 @@ def test_every_asset_carries_the_common_numbers(processed: Processed) -> None:
             assert isinstance(metadata[key].value, float), (asset, key)
         assert metadata["cpu_seconds"].value > 0 and metadata["estimated_cost_usd"].value > 0, asset
         # Audio figures only where the stage reads audio: no real-time factor for a selection step.
-        reads_audio = asset in ("raw_audio_files", "vad_segments", "transcripts", "words")
+        reads_audio = asset in ("raw_audio_files", "vad_segments", "near_duplicates", "transcripts", "words")
         assert all((key in metadata) == reads_audio for key in AUDIO_METADATA_KEYS), asset
         if reads_audio:
             assert metadata["real_time_factor"].value > 0 and metadata["cost_usd_per_audio_hour"].value > 0, asset
@@ -151,11 +159,18 @@ def test_stage_runs_hold_one_row_per_stage_and_partition(processed: Processed) -
         return query(processed.settings.warehouse_path, sql)
 
     before = rows()
-    shard_stages = ("raw_audio_files", "vad_segments", "transcribe_segments", "segment_scores", "curated_segments")
+    shard_stages = (
+        "raw_audio_files",
+        "vad_segments",
+        "near_duplicates",
+        "transcribe_segments",
+        "segment_scores",
+        "curated_segments",
+    )
     stages = sorted((*shard_stages, "asr_evaluation"))
     stages.append("warehouse")  # unpartitioned: its partition_key is ""
     assert before["stage"].to_list() == stages
-    assert before["partition_key"].to_list() == [processed.shard] * 6 + [""]
+    assert before["partition_key"].to_list() == [processed.shard] * 7 + [""]
     # Re-scoring the shard replaces its scoring and selection rows; nothing is appended.
     rerun = processed.defs.resolve_job_def("rescore_shard").execute_in_process(
         partition_key=processed.shard, instance=processed.instance
@@ -163,7 +178,7 @@ def test_stage_runs_hold_one_row_per_stage_and_partition(processed: Processed) -
     after = rows()
     assert after["stage"].to_list() == stages
     changed = after.join(before, on="stage", suffix="_before").filter(pl.col("run_id") != pl.col("run_id_before"))
-    assert changed["stage"].to_list() == ["curated_segments", "segment_scores"]
+    assert changed["stage"].to_list() == ["curated_segments", "near_duplicates", "segment_scores"]
     assert set(changed["run_id"]) == {rerun.run_id}
 
 

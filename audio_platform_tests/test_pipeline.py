@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 from dagster import DagsterRunStatus, RunsFilter
 
-from audio_platform.audio.asr import default_model_path
+from audio_platform.audio.whisper_models import DEFAULT_MODEL, model_folder
 from audio_platform.definitions import build_definitions
 from audio_platform.evaluation.vad_metrics import pooled_frame_scores
 from audio_platform.evaluation.wer import corpus_wer, normalize_text
@@ -222,6 +222,47 @@ def test_curated_set_is_non_empty_and_consistent(run):
     assert noise["n"][0] == 0
 
 
+def test_near_duplicates_are_the_copies_the_corpus_says_it_holds(run):
+    """The subset holds LDC93S1 as 8 kHz mono and as 44.1 kHz stereo, and each labelled VAD file
+    is built from real clips of the corpus (manifest `source_path`), some of them in the subset:
+    every link found is one of those copies, pointing at the earlier path, each VAD file whose
+    source is in the subset is found, and no repeat is curated."""
+    settings, _, _ = run
+    pairs = _sql(
+        settings,
+        "SELECT a.rel_path AS copy, b.rel_path AS original, n.similarity, n.segment_id "
+        "FROM near_duplicates n JOIN segments s USING (segment_id) "
+        "JOIN audio_files a ON a.file_id = s.file_id AND a.status = 'ok' "
+        "JOIN segments o ON o.segment_id = n.near_duplicate_of "
+        "JOIN audio_files b ON b.file_id = o.file_id AND b.status = 'ok'",
+    )
+    manifest = corpus_manifest()
+
+    def built_from(rel: str) -> set[str]:
+        # By stem: the corpus keeps some of the sources in another container (an4 .sph as .wav).
+        return {Path(source.strip()).stem for source in manifest[rel]["source_path"].split(";")}
+
+    ldc = ("audio/deepspeech/LDC93S1_pcms16le_2_44100.wav", "audio/deepspeech/LDC93S1_pcms16le_1_8000.wav")
+    found = set(zip(pairs["copy"], pairs["original"], strict=True))
+    assert ldc in found
+    for copy, original in found - {ldc}:
+        assert copy.startswith("vad/") and Path(original).stem in built_from(copy), (copy, original)
+    in_subset = {Path(rel).stem for rel in SUBSET if not rel.startswith("vad/")}
+    expected_copies = {rel for rel in SUBSET if rel.startswith("vad/") and built_from(rel) & in_subset}
+    assert {copy for copy, _ in found if copy.startswith("vad/")} == expected_copies
+    assert pairs["similarity"].min() >= 0.15
+    curated = set(_sql(settings, "SELECT segment_id FROM curated_segments")["segment_id"])
+    assert not curated & set(pairs["segment_id"])
+    reasons = _sql(settings, "SELECT rejection_reason FROM curation_decisions WHERE rejection_reason LIKE 'near_dup%'")
+    assert reasons.height > 0
+    # Every segment is fingerprinted; only a short one can yield no landmark at all.
+    unhashed = _sql(
+        settings,
+        "SELECT duration_s FROM segments WHERE segment_id NOT IN (SELECT segment_id FROM segment_fingerprints)",
+    )
+    assert (unhashed["duration_s"] < 1.0).all()
+
+
 def test_second_run_changes_no_row_count(run):
     settings, drop, report = run
     tables = [
@@ -263,7 +304,9 @@ def test_default_decoding_is_no_worse_than_plain_faster_whisper(run):
     from faster_whisper import WhisperModel
 
     settings, drop, _ = run
-    model = WhisperModel(default_model_path(), device="cpu", compute_type="int8", cpu_threads=2, local_files_only=True)
+    model = WhisperModel(
+        str(model_folder(DEFAULT_MODEL)), device="cpu", compute_type="int8", cpu_threads=2, local_files_only=True
+    )
     platform = _platform_hypotheses(settings)
     groups: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
     for rel, reference in _references().items():

@@ -37,6 +37,7 @@ SHARD_TABLES = {t.name for t in LAKE_TABLES if "shard" in t.schema} | {SEGMENT_S
 SHARD_ASSETS = {
     "raw_audio_files",
     "vad_segments",
+    "near_duplicates",
     "transcripts",
     "words",
     "segment_scores",

@@ -15,9 +15,9 @@ def test_defaults_live_under_home(tmp_path):
 
 def test_environment_overrides_are_typed(tmp_path):
     settings = load_settings(
-        {"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_SHARD_SIZE": "7", "AUDIO_PLATFORM_ASR_MODEL_PATH": "/m"}
+        {"AUDIO_PLATFORM_HOME": str(tmp_path), "AUDIO_PLATFORM_SHARD_SIZE": "7", "AUDIO_PLATFORM_ASR_MODEL": "/m"}
     )
-    assert settings.shard_size == 7 and settings.resource_config == {"asr": {"model_path": "/m"}}
+    assert settings.shard_size == 7 and settings.resource_config == {"asr": {"model": "/m"}}
 
 
 def _resources(tmp_path, **variables):
@@ -185,9 +185,12 @@ def test_relative_folders_are_fixed_where_the_command_runs(tmp_path, monkeypatch
             "AUDIO_PLATFORM_HOME": "home",
             "AUDIO_PLATFORM_LAKE_URI": "lake",
             "AUDIO_PLATFORM_MLFLOW_ARTIFACT_URI": "s3://bucket/mlflow",
-            "AUDIO_PLATFORM_ASR_MODEL_PATH": "models/whisper",
+            "AUDIO_PLATFORM_ASR_MODEL": "models/whisper",
         }
     )
     assert settings.home == tmp_path / "home" and settings.lake_root == tmp_path / "lake"
     assert settings.mlflow_artifact_root == "s3://bucket/mlflow"
-    assert settings.resource_config["asr"]["model_path"] == str(tmp_path / "models/whisper")
+    assert settings.resource_config["asr"]["model"] == str(tmp_path / "models/whisper")
+    # A profile name is not a folder: it stays as it is.
+    profile = load_settings({"AUDIO_PLATFORM_HOME": "home", "AUDIO_PLATFORM_ASR_MODEL": "base"})
+    assert profile.resource_config["asr"]["model"] == "base"

@@ -59,6 +59,8 @@ def test_transcribe_shard_on_real_speech_reports_speech_seconds_as_it_decodes():
     assert transcripts.columns == list(TRANSCRIPTS.schema) and words.columns == list(WORDS.schema)
     assert sorted(transcripts["segment_id"].to_list()) == sorted(segments["segment_id"].to_list())
     assert "country" in " ".join(transcripts["text"].to_list()).lower()
+    # The configured language (en) is not detected: no probability.
+    assert transcripts["language"].unique().to_list() == ["en"] and transcripts["language_probability"].is_null().all()
     assert done and all(seconds >= 0.0 for seconds in done)
     assert sum(done) == pytest.approx(3.7 + 6.6 + 3.7)
     assert words.filter(pl.col("segment_id") == segments["segment_id"][1]).height > 5
@@ -74,6 +76,7 @@ def test_score_and_curate_shard_decide_every_segment():
                 "shard": segments["shard"],
                 "text": ["and so my fellow americans ask not", "hm"],
                 "language": ["en", "en"],
+                "language_probability": [None, None],
                 "avg_logprob": [-0.2, -0.9],
                 "no_speech_prob": [0.01, 0.3],
                 "compression_ratio": [1.2, 1.0],

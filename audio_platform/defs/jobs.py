@@ -9,6 +9,7 @@ from audio_platform.defs.registration import PROCESS_SHARD_JOB
 SHARD_ASSETS = AssetSelection.assets(
     "raw_audio_files",
     "vad_segments",
+    "near_duplicates",
     AssetKey("transcripts"),
     AssetKey("words"),
     "segment_scores",
@@ -20,13 +21,15 @@ process_shard_job = define_asset_job(
     PROCESS_SHARD_JOB,
     selection=SHARD_ASSETS,
     partitions_def=shard_partitions,
-    description="Everything for one shard: inventory → VAD → ASR → scores → curated set, with checks; "
+    description="Everything for one shard: inventory → VAD → ASR and near-duplicate lookup → scores → curated "
+    "set, with checks; "
     "ASR accuracy where the drop carries reference transcripts.",
 )
 rescore_shard_job = define_asset_job(
     "rescore_shard",
-    selection=AssetSelection.assets("segment_scores", "curated_segments"),
+    selection=AssetSelection.assets("near_duplicates", "segment_scores", "curated_segments"),
     partitions_def=shard_partitions,
-    description="Re-score and re-select one shard after changing weights or policy; never re-transcribes.",
+    description="Re-score and re-select one shard after changing weights or policy (and look its segments up "
+    "again for near-duplicates in every drop); never re-transcribes.",
 )
 refresh_warehouse_job = define_asset_job("refresh_warehouse", selection=AssetSelection.assets("warehouse"))

@@ -31,7 +31,7 @@ from audio_platform.storage.tables import STAGE_RUNS
 COMMON_METADATA_KEYS = ("wall_seconds", "cpu_seconds", "gpu_seconds", "peak_rss_mb", "estimated_cost_usd")
 # Ops (stage names) that decode or model audio samples: only their real-time factor and cost per
 # audio hour mean something.
-AUDIO_STAGES = frozenset({"raw_audio_files", "vad_segments", "transcribe_segments"})
+AUDIO_STAGES = frozenset({"raw_audio_files", "vad_segments", "near_duplicates", "transcribe_segments"})
 AUDIO_METADATA_KEYS = ("audio_seconds", "audio_hours", "real_time_factor", "cost_usd_per_audio_hour")
 
 

@@ -86,8 +86,8 @@ def build_transcription_asset(pool: str = MODEL_POOL, op_tags: Mapping[str, Any]
                 deps=[vad_segments],
                 group_name="speech",
                 kinds={"python", "parquet"},
-                description="One row per segment: text, language, avg_logprob, no_speech_prob, "
-                "compression_ratio, ASR model. Table: transcripts.",
+                description="One row per segment: text, language (and its probability where it was "
+                "detected), avg_logprob, no_speech_prob, compression_ratio, ASR model. Table: transcripts.",
             ),
             AssetSpec(
                 WORDS_KEY,

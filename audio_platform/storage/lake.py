@@ -87,6 +87,11 @@ class Lake:
             return None
         return pl.concat(frames, how="diagonal_relaxed")
 
+    def read_all(self, table: Table) -> pl.DataFrame:
+        """Every shard's rows of ``table``; its empty, typed frame while no shard has any."""
+        frame = self.read_many(table.name)
+        return table.empty() if frame is None else frame
+
     def shards(self, table: str) -> list[str]:
         return sorted(p.parent.name.removeprefix(_SHARD_PREFIX) for p in self._shard_files(table))
 

@@ -113,6 +113,7 @@ TRANSCRIPTS = Table(
         "shard": STR,
         "text": STR,
         "language": STR,
+        "language_probability": F64,
         "avg_logprob": F64,
         "no_speech_prob": F64,
         "compression_ratio": F64,
@@ -154,6 +155,25 @@ CURATION_DECISIONS = Table(
     "curation_decisions",
     "one segment's selection decision under the current policy",
     {"segment_id": STR, "shard": STR, "selected": BOOL, "rejection_reason": STR, "topsis_score": F64},
+)
+
+SEGMENT_FINGERPRINTS = Table(
+    "segment_fingerprints",
+    "one landmark hash of a segment's audio (audio/fingerprint.py), looked up for near-duplicates",
+    {"segment_id": STR, "shard": STR, "hash": pl.UInt32(), "frame": pl.Int32()},
+)
+NEAR_DUPLICATES = Table(
+    "near_duplicates",
+    "one segment whose audio repeats an earlier segment's (re-encoded, resampled, trimmed or noisier copy)",
+    {
+        "segment_id": STR,
+        "shard": STR,
+        "near_duplicate_of": STR,
+        "duplicate_shard": STR,
+        "similarity": F64,
+        "offset_s": F64,
+        "matched_hashes": I64,
+    },
 )
 
 ASR_EVALUATION = Table(
@@ -301,6 +321,8 @@ LAKE_TABLES: tuple[Table, ...] = (
     WORDS,
     CURATED_SEGMENTS,
     CURATION_DECISIONS,
+    SEGMENT_FINGERPRINTS,
+    NEAR_DUPLICATES,
     ASR_EVALUATION,
     MODELS,
     STAGE_RUNS,
@@ -346,6 +368,8 @@ COLUMN_DOCS: dict[str, str] = {
     "dnsmos_ovrl": "DNSMOS P.835 overall quality (at most 3.93; clean read speech about 2.6-3.5, noise below 2)",
     "text": "the segment's transcript",
     "language": "language of the transcript (ISO 639-1)",
+    "language_probability": "Whisper's probability of `language`, detected once per file from its speech; "
+    "null where the language was configured, not detected",
     "avg_logprob": "mean token log-probability of the ASR decode (below -1 is a failed decode)",
     "no_speech_prob": "ASR probability that the segment holds no speech",
     "compression_ratio": "gzip compression ratio of the text (above 2.4 suggests repeated, hallucinated text)",
@@ -368,6 +392,15 @@ COLUMN_DOCS: dict[str, str] = {
     "topsis_score": "TOPSIS closeness in [0, 1] to fixed ideal points, comparable across shards",
     "selected": "whether the segment is in `curated_segments`",
     "rejection_reason": "the first selection rule the segment failed; null when selected",
+    "hash": "landmark hash: two spectral peaks' frequencies and time apart, packed in 32 bits",
+    "frame": "16-ms frame of the hash's first peak, from the segment's start",
+    "near_duplicate_of": "the earlier segment (by drop first seen, shard, file path, start) whose audio this one "
+    "repeats",
+    "duplicate_shard": "shard of `near_duplicate_of`",
+    "similarity": "share of the smaller fingerprint's hashes that agree on one time offset (copies of 2-12 s clips "
+    ">= 0.31, distinct clips <= 0.013 on the shared corpus)",
+    "offset_s": "where this segment's audio starts in the earlier one's, in seconds",
+    "matched_hashes": "hashes that agree on that offset (at least 20 count as evidence)",
     "name": "registered model name, `kws-<keyword>`",
     "version": "registry version number",
     "models.run_id": "MLflow run that trained and logged the version",

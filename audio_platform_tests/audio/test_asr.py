@@ -21,11 +21,11 @@ from audio_platform.audio.asr import (
     WhisperTranscriber,
     WordTiming,
     _implausible,
-    default_model_path,
     fitted_gpu_batch,
     halving_on_out_of_memory,
 )
 from audio_platform.audio.asr_packing import Piece, SpeechContext, pack_pieces, render_window, split_long_segment
+from audio_platform.audio.whisper_models import DEFAULT_MODEL, model_folder
 from audio_platform.evaluation.wer import corpus_wer, word_error_rate
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
@@ -105,7 +105,7 @@ def assert_words_well_formed(result: SegmentTranscript, start: float, end: float
         ({"window_s": 31.0}, "window_s"),
         ({"window_s": 0.0}, "window_s"),
         ({"gap_s": -0.1}, "gap_s"),
-        ({"model_path": ""}, "model_path"),
+        ({"model": " "}, "model"),
     ],
 )
 def test_config_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
@@ -150,7 +150,8 @@ def test_other_errors_and_out_of_memory_at_batch_one_propagate() -> None:
 
 
 def test_default_model_is_the_packaged_ctranslate2_model() -> None:
-    assert (Path(default_model_path()) / "model.bin").is_file()
+    assert AsrConfig().model == DEFAULT_MODEL == "tiny.en"
+    assert (model_folder(DEFAULT_MODEL) / "model.bin").is_file()
 
 
 def test_packing_fills_windows_in_order_with_gaps() -> None:
@@ -298,7 +299,7 @@ def test_jfk_is_transcribed_with_word_timings(transcriber: WhisperTranscriber) -
 
     assert transcriber.model_name == "tiny.en"
     assert word_error_rate(JFK, result.text).wer <= 0.05
-    assert result.language == "en"
+    assert result.language == "en" and result.language_probability is None  # configured, not detected
     assert result.avg_logprob < 0.0
     assert 0.0 <= result.no_speech_prob <= 1.0
     assert result.compression_ratio > 0.0

@@ -18,6 +18,7 @@ from audio_platform_tests.conftest import corpus_manifest, requires_corpus
 GOOD: dict[str, Any] = {
     "text": "a perfectly ordinary sentence",
     "language": "en",
+    "language_probability": 0.95,
     "duration_s": 5.0,
     "no_speech_prob": 0.05,
     "compression_ratio": 1.4,
@@ -27,6 +28,8 @@ GOOD: dict[str, Any] = {
     "longest_word_chars": 9,
     "chars_per_second": 5.2,
     "filler_phrase": False,
+    "near_duplicate_of": None,
+    "near_duplicate_similarity": None,
     "topsis_score": 0.9,
 }
 
@@ -60,6 +63,14 @@ def _decide(rows: list[dict[str, Any]], policy: CurationPolicy | None = None) ->
         # The lower rate bound spares short segments: "I." on 1.5 s is speech.
         ({"chars_per_second": 0.66, "duration_s": 1.5}, None),
         ({"chars_per_second": None}, "chars_per_second missing"),
+        (
+            {"near_duplicate_of": "seg 1", "near_duplicate_similarity": 0.4249},
+            "near_duplicate of seg 1 (similarity 0.42 >= 0.15)",
+        ),
+        (
+            {"near_duplicate_of": "seg 1", "near_duplicate_similarity": 0.15},
+            "near_duplicate of seg 1 (similarity 0.15 >= 0.15)",
+        ),
         ({"topsis_score": 0.41}, "topsis_score 0.41 < 0.50"),
         # Displayed values round towards failing, never "0.50 < 0.50".
         ({"topsis_score": 0.4999}, "topsis_score 0.49 < 0.50"),
@@ -77,13 +88,14 @@ def test_each_rule_and_its_message(row: dict[str, Any], reason: str | None) -> N
     assert out["selected"].to_list() == [reason is None]
 
 
-# The DNSMOS floor is off by default.
-DNSMOS_FLOOR = CurationPolicy(min_dnsmos_ovrl=3.0)
+# The DNSMOS and language-probability floors are off by default.
+FLOORS = CurationPolicy(min_dnsmos_ovrl=3.0, min_language_probability=0.7)
 
 RULE_EXAMPLES = [
     ({"text": ""}, "empty_transcript"),
     ({"language": "de"}, "language"),
     ({"language": None}, "language"),
+    ({"language_probability": 0.3}, "language_probability"),
     ({"duration_s": 31.0}, "duration"),
     ({"clipping_ratio": 0.05}, "clipping_ratio"),
     ({"dnsmos_ovrl": 2.4}, "dnsmos_ovrl"),
@@ -95,13 +107,14 @@ RULE_EXAMPLES = [
     ({"longest_word_chars": 45}, "longest_word_chars"),
     ({"chars_per_second": 50.0}, "chars_per_second"),
     ({"chars_per_second": 0.2, "duration_s": 10.0}, "chars_per_second"),
+    ({"near_duplicate_of": "seg", "near_duplicate_similarity": 0.9}, "near_duplicate"),
     ({"topsis_score": None}, "topsis_score"),
 ]
 
 
 @pytest.mark.parametrize(("row", "rule"), RULE_EXAMPLES)
 def test_every_rejection_names_its_rule(row: dict[str, Any], rule: str) -> None:
-    (reason,) = _decide([row], DNSMOS_FLOOR)["rejection_reason"].to_list()
+    (reason,) = _decide([row], FLOORS)["rejection_reason"].to_list()
     assert rejection_rule(reason) == rule
 
 
@@ -115,6 +128,7 @@ def test_first_failing_rule_wins() -> None:
     everything_wrong = {
         "text": "",
         "language": "fr",
+        "language_probability": 0.3,
         "duration_s": 0.2,
         "clipping_ratio": 0.5,
         "dnsmos_ovrl": 1.5,
@@ -124,12 +138,15 @@ def test_first_failing_rule_wins() -> None:
         "repeated_ngram_ratio": 0.8,
         "longest_word_chars": 40,
         "chars_per_second": 40.0,
+        "near_duplicate_of": "seg",
+        "near_duplicate_similarity": 0.9,
         "topsis_score": 0.1,
     }
     reasons = []
     fields = (
         "text",
         "language",
+        "language_probability",
         "duration_s",
         "clipping_ratio",
         "dnsmos_ovrl",
@@ -139,14 +156,16 @@ def test_first_failing_rule_wins() -> None:
         "repeated_ngram_ratio",
         "longest_word_chars",
         "chars_per_second",
+        "near_duplicate_similarity",
     )
     for field in (*fields, "topsis_score"):
-        out = _decide([everything_wrong], DNSMOS_FLOOR)
+        out = _decide([everything_wrong], FLOORS)
         reasons.append(out["rejection_reason"][0])
         everything_wrong[field] = GOOD[field]
     assert reasons == [
         "empty transcript",
         "language fr not in (en)",
+        "language_probability 0.30 < 0.70",
         "duration 0.2 s < 1.0 s",
         "clipping_ratio 0.500 > 0.010",
         "dnsmos_ovrl 1.50 < 3.00",
@@ -156,9 +175,10 @@ def test_first_failing_rule_wins() -> None:
         "repeated_ngram_ratio 0.80 > 0.50",
         "longest_word_chars 40 > 30",
         "chars_per_second 40.0 > 35.0",
+        "near_duplicate of seg (similarity 0.90 >= 0.15)",
         "topsis_score 0.10 < 0.50",
     ]
-    assert _decide([everything_wrong], DNSMOS_FLOOR)["selected"].to_list() == [True]
+    assert _decide([everything_wrong], FLOORS)["selected"].to_list() == [True]
 
 
 @pytest.mark.parametrize(
@@ -173,19 +193,53 @@ def test_first_failing_rule_wins() -> None:
     ],
 )
 def test_dnsmos_floor_rejects_with_the_value(ovrl: float | None, reason: str | None) -> None:
-    assert _decide([{"dnsmos_ovrl": ovrl}], DNSMOS_FLOOR)["rejection_reason"].to_list() == [reason]
+    assert _decide([{"dnsmos_ovrl": ovrl}], FLOORS)["rejection_reason"].to_list() == [reason]
     # Off by default (0): any value, or none, passes.
     assert _decide([{"dnsmos_ovrl": ovrl}])["rejection_reason"].to_list() == [None]
 
 
+@pytest.mark.parametrize(
+    ("probability", "reason"),
+    [
+        (0.95, None),
+        (0.7, None),  # the bound is inclusive
+        (0.4249, "language_probability 0.42 < 0.70"),
+        # Not measured (a configured language, an English-only model): nothing to gate.
+        (None, None),
+        (math.nan, "language_probability missing"),
+    ],
+)
+def test_language_probability_floor_rejects_only_a_measured_low_value(
+    probability: float | None, reason: str | None
+) -> None:
+    assert _decide([{"language_probability": probability}], FLOORS)["rejection_reason"].to_list() == [reason]
+    # Off by default (0): an uncertain language ID is kept.
+    assert _decide([{"language_probability": probability}])["selected"].to_list() == [True]
+
+
 def test_policy_switches() -> None:
-    permissive = CurationPolicy(languages=(), require_text=False, reject_filler_phrases=False)
+    permissive = CurationPolicy(
+        languages=(), require_text=False, reject_filler_phrases=False, reject_near_duplicates=False
+    )
     out = _decide([{"text": "", "language": "ja", "filler_phrase": True}], permissive)
     assert out["selected"].to_list() == [True]
     # Rules that are switched off do not need their columns.
     assert decide(
         pl.DataFrame(
-            {k: [v] for k, v in GOOD.items() if k not in ("text", "language", "filler_phrase", "dnsmos_ovrl")}
+            {
+                k: [v]
+                for k, v in GOOD.items()
+                if k
+                not in (
+                    "text",
+                    "language",
+                    "language_probability",
+                    "filler_phrase",
+                    "dnsmos_ovrl",
+                    "near_duplicate_of",
+                    "near_duplicate_similarity",
+                )
+            }
         ),
         permissive,
     )["selected"].to_list() == [True]
@@ -224,6 +278,10 @@ def test_decide_requires_columns() -> None:
         {"min_dnsmos_ovrl": -0.5},
         {"min_dnsmos_ovrl": 5.5},
         {"min_dnsmos_ovrl": math.nan},
+        {"min_language_probability": -0.1},
+        {"min_language_probability": 1.5},
+        {"near_duplicate_min_similarity": 0.1},
+        {"near_duplicate_min_similarity": 1.2},
         {"max_repeated_ngram_ratio": 1.5},
         {"max_word_chars": 0},
         {"min_chars_per_second": -1.0},
@@ -272,6 +330,8 @@ def test_pipeline_on_synthetic_audio() -> None:
                 "compression_ratio": compression_ratio,
                 **asdict(features),
                 "dnsmos_ovrl": dnsmos_ovrl,
+                "near_duplicate_of": None,
+                "near_duplicate_similarity": None,
             }
         )
     decided = decide(score_frame(add_text_criteria(pl.DataFrame(rows))), CurationPolicy())
@@ -366,12 +426,22 @@ def test_curate_shard_computes_the_plausibility_columns_itself() -> None:
     decisions = curate_shard(scores, segments, transcripts, files, CurationPolicy())
     assert decisions["rejection_reason"].to_list() == [None, "filler_phrase (stock ASR hallucination)"]
     # Segments written before DNSMOS existed: fine while the floor is off, "missing" when it is on.
-    assert curate_shard(scores, segments, transcripts, files, DNSMOS_FLOOR)["rejection_reason"].to_list() == [
+    # Transcripts written before language_probability existed: not measured, so they pass its floor.
+    assert curate_shard(scores, segments, transcripts, files, FLOORS)["rejection_reason"].to_list() == [
         "dnsmos_ovrl missing",
         "dnsmos_ovrl missing",
     ]
     measured = segments.with_columns(dnsmos_ovrl=pl.Series([3.4, 2.1]))
-    assert curate_shard(scores, measured, transcripts, files, DNSMOS_FLOOR)["rejection_reason"].to_list() == [
+    assert curate_shard(scores, measured, transcripts, files, FLOORS)["rejection_reason"].to_list() == [
         None,
         "dnsmos_ovrl 2.10 < 3.00",
     ]
+    # A detected language's probability reaches the policy from the transcripts.
+    detected = transcripts.with_columns(language_probability=pl.Series([0.4, None], dtype=pl.Float64))
+    assert curate_shard(scores, measured, detected, files, FLOORS)["rejection_reason"].to_list() == [
+        "language_probability 0.40 < 0.70",
+        "dnsmos_ovrl 2.10 < 3.00",
+    ]
+    assert curate_shard(scores, measured, detected, files, CurationPolicy(min_language_probability=0.0))[
+        "rejection_reason"
+    ].to_list() == [None, "filler_phrase (stock ASR hallucination)"]

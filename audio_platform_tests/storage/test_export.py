@@ -1,13 +1,19 @@
-"""Exports of the curated set as NeMo and Lhotse manifests: the field mapping on frames built by
-hand, the files, the refusals, and (``check_demo_exports``, called from the CLI's demo test) the
-manifests of a real processed home checked against its warehouse."""
+"""Exports of the curated set (NeMo, Lhotse, Hugging Face audiofolder, Lhotse Shar): the field
+mapping on frames built by hand, the files and the cut audio read back (Shar by Lhotse itself),
+the refusals, and (``check_demo_exports``, called from the CLI's demo test) every format and the
+export asset on a real processed home, checked against its warehouse and the decoded audio."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
+import os
+import shutil
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +21,30 @@ import numpy as np
 import polars as pl
 import pytest
 import soundfile as sf
+from dagster import DagsterInstance, materialize
+from lhotse import CutSet, MonoCut
+from lhotse.qa import validate
+from lhotse.shar import SharWriter
 
 from audio_platform.audio.decode import decode_mono_16k
-from audio_platform.cli import main
+from audio_platform.cli import build_parser, main
+from audio_platform.defs.exports import curated_exports
+from audio_platform.defs.metering import MeteringResource
+from audio_platform.defs.partitions import SHARDS
+from audio_platform.defs.resources import PlatformStorage
 from audio_platform.storage.drops import HOME_MARKER
 from audio_platform.storage.export import (
+    FORMATS,
     check_output_dir,
     lhotse_recordings,
     lhotse_supervisions,
     nemo_rows,
+    remove_folder,
+    replace_folder,
     word_alignments,
     write_export,
 )
+from audio_platform.storage.temp_files import STALE_TEMP_AGE_S
 from audio_platform.storage.warehouse import query
 
 ODD_PATH = '/data/my drop/señor "quoted" it\'s 日本語\\back.wav'
@@ -198,6 +216,12 @@ def test_write_export_all_in_one_and_per_drop(tmp_path: Path) -> None:
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_the_cli_offers_every_format() -> None:
+    # The command's choices are written out (importing the export module would slow every command).
+    parser = build_parser()
+    assert [parser.parse_args(["export", "--format", fmt, "out"]).format for fmt in FORMATS] == list(FORMATS)
+
+
 def test_check_output_dir_refuses_home_drops_files_and_non_empty_folders(tmp_path: Path) -> None:
     home, drop = tmp_path / "home", tmp_path / "drop"
     home.mkdir()
@@ -233,6 +257,166 @@ def test_check_output_dir_refuses_home_drops_files_and_non_empty_folders(tmp_pat
     linked.symlink_to(drop)
     with pytest.raises(ValueError, match="a drop folder"):
         check(linked / "out")
+
+
+# A real file's name with everything a CSV or a tar could trip on: comma, quotes, a line break,
+# a backslash, non-Latin script.
+ODD_NAME = 'señor "quoted", it\'s\n日本語\\one.wav'
+ODD_TEXT = 'he said "stop", then\nleft;\r naïve 東京 \u2028 tab\there'
+
+
+def real_sources(folder: Path) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    """:func:`curated_frame` over real files (noise, so a misplaced sample shows): a 16 kHz mono WAV
+    under :data:`ODD_NAME`, a 44.1 kHz stereo one; and each file's decoded 16 kHz mono samples."""
+    rng = np.random.default_rng(0)
+    one, two = folder / "my drop" / ODD_NAME, folder / "two.wav"
+    one.parent.mkdir(parents=True)
+    sf.write(one, rng.uniform(-0.5, 0.5, 160_000), 16_000, subtype="PCM_16")
+    sf.write(two, rng.uniform(-0.5, 0.5, (88_202, 2)), 44_100, subtype="PCM_16")
+    curated = curated_frame(source_path=[str(one), str(one), str(two)], text=[ODD_TEXT, "stop", "go home"])
+    return curated, {str(path): decode_mono_16k(path) for path in (one, two)}
+
+
+def assert_span_of(samples: np.ndarray, rate: int, decoded: np.ndarray, offset: float) -> None:
+    """``samples`` are the 16-bit PCM of the span of ``decoded`` (the source's 16 kHz mono samples)
+    that starts at ``offset`` seconds: what the platform transcribed."""
+    assert rate == 16_000 and samples.ndim == 1 and samples.size > 0
+    first = round(offset * rate)
+    expected = decoded[first : first + samples.size]
+    assert expected.size == samples.size
+    assert np.abs(samples - expected).max() <= 1 / 32_768 + 1e-6
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_audiofolder_writes_each_segment_as_flac_named_by_metadata_csv(tmp_path: Path) -> None:
+    curated, decoded = real_sources(tmp_path)
+    out = tmp_path / "out"
+    summary = write_export(curated, out, "audiofolder")
+    ids = curated["segment_id"].to_list()
+    assert [p.relative_to(out).as_posix() for p in summary.written] == [f"data/{i}.flac" for i in ids] + [
+        "metadata.csv"
+    ]
+    rows = read_csv(out / "metadata.csv")
+    assert rows[0] == {
+        "file_name": "data/aaaa-1000.flac",
+        "transcription": ODD_TEXT,  # commas, quotes, CR and LF read back as written
+        "duration": "2.5",
+        "language": "en",
+        "speaker": "spk1",
+        "source_path": str(tmp_path / "my drop" / ODD_NAME),
+        "offset": "1.0",
+        "segment_id": "aaaa-1000",
+        "drop_id": "drop-a-111111",
+        "topsis_score": "0.9",
+    }
+    # Unknown language, speaker and score are empty fields.
+    assert (rows[2]["language"], rows[2]["speaker"], rows[2]["topsis_score"]) == ("", "", "")
+    assert [row["file_name"] for row in rows] == [f"data/{i}.flac" for i in ids]
+    for row, seg in zip(rows, curated.iter_rows(named=True), strict=True):
+        samples, rate = sf.read(out / row["file_name"], dtype="float32")
+        assert sf.info(out / row["file_name"]).format == "FLAC"
+        assert_span_of(samples, rate, decoded[row["source_path"]], float(row["offset"]))
+        assert float(row["duration"]) == samples.size / rate and abs(samples.size / rate - seg["duration_s"]) < 1e-4
+    with pytest.raises(ValueError, match="export each drop with --drop"):
+        write_export(curated, tmp_path / "split", "audiofolder", split_by_drop=True)
+
+
+def test_lhotse_shar_loads_in_lhotse_and_is_what_lhotse_itself_writes(tmp_path: Path) -> None:
+    curated, decoded = real_sources(tmp_path)
+    out = tmp_path / "out"
+    summary = write_export(curated, out, "lhotse-shar", words=words_frame(), segments_per_tar=2)
+    assert [p.name for p in summary.written] == [
+        "recording.000000.tar",
+        "cuts.000000.jsonl.gz",
+        "recording.000001.tar",
+        "cuts.000001.jsonl.gz",
+    ]
+    cuts = CutSet.from_shar(in_dir=out).to_eager()
+    validate(cuts, read_data=True)
+    assert [cut.id for cut in cuts] == curated["segment_id"].to_list()
+    for cut, seg in zip(cuts, curated.iter_rows(named=True), strict=True):
+        assert isinstance(cut, MonoCut) and cut.recording_id == seg["file_id"] and cut.start == 0
+        audio = cut.load_audio()
+        assert audio.shape == (1, round(cut.duration * 16_000))
+        assert_span_of(audio[0], cut.sampling_rate, decoded[cut.custom["source_path"]], cut.custom["source_offset"])
+        assert abs(cut.duration - seg["duration_s"]) < 1e-4 and cut.custom["source_offset"] == seg["start_s"]
+        (supervision,) = cut.supervisions
+        assert (supervision.start, supervision.duration, supervision.channel) == (0, cut.duration, 0)
+        assert (supervision.text, supervision.language, supervision.speaker) == (
+            seg["text"],
+            seg["language"],
+            seg["speaker"],
+        )
+    # Word times move onto the cut's time line (the first segment starts at 1.0 s of its file).
+    assert [tuple(item) for item in cuts[0].supervisions[0].alignment["word"]] == [
+        ("six", 0.0, 0.5, 0.95),
+        ("people", 0.6, 1.8, 0.8),
+    ]
+    assert cuts[1].supervisions[0].alignment is None
+
+    # Lhotse's own SharWriter, given the cuts read back, writes the same members, manifests and audio.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    with SharWriter(theirs, fields={"recording": "flac"}, shard_size=2) as writer:
+        for cut in cuts:
+            cut.shard_origin = cut.shar_epoch = None  # what reading attached, not part of the data
+            writer.write(cut)
+    assert sorted(p.name for p in theirs.iterdir()) == sorted(p.name for p in out.iterdir())
+    for name in ("cuts.000000.jsonl.gz", "cuts.000001.jsonl.gz"):
+        assert read_jsonl(out / name) == read_jsonl(theirs / name)
+    for name in ("recording.000000.tar", "recording.000001.tar"):
+        assert tar_members(out / name) == tar_members(theirs / name)
+
+
+def tar_members(path: Path) -> list[tuple[str, bytes]]:
+    with tarfile.open(path) as tar:
+        return [(member.name, tar.extractfile(member).read()) for member in tar]  # type: ignore[union-attr]
+
+
+def test_a_cut_audio_export_replaces_the_files_of_the_one_before(tmp_path: Path) -> None:
+    curated, _ = real_sources(tmp_path)
+    shar, audiofolder = tmp_path / "shar", tmp_path / "audiofolder"
+    for rows in (curated, curated.head(2)):
+        write_export(rows, shar, "lhotse-shar", segments_per_tar=1)
+        write_export(rows, audiofolder, "audiofolder")
+    # A Shar reader takes every shard in the folder: the third one, of the export before, is gone.
+    assert [cut.id for cut in CutSet.from_shar(in_dir=shar)] == ["aaaa-1000", "aaaa-5000"]
+    assert sorted(p.name for p in (audiofolder / "data").iterdir()) == ["aaaa-1000.flac", "aaaa-5000.flac"]
+    assert not [*shar.rglob(".*"), *audiofolder.rglob(".*")]  # no temp file left behind
+
+
+def test_replace_folder_swaps_a_whole_folder_and_keeps_the_old_one_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "exports" / "nemo" / "shard-1"
+
+    def write(text: str) -> Callable[[Path], str]:
+        def into(folder: Path) -> str:
+            (folder / "manifest.jsonl").write_text(text, encoding="utf-8")
+            if text == "fails":
+                raise RuntimeError("disk full")
+            return text
+
+        return into
+
+    assert replace_folder(target, write("first")) == "first"
+    # What killed exports left: swept once older than an export could run; a newer one may be in flight.
+    killed, in_flight = target.parent / ".shard-1.0a1b.tmp", target.parent / ".shard-1.2c3d.tmp"
+    for folder in (killed, in_flight):
+        (folder / "data").mkdir(parents=True)
+    os.utime(killed, (time.time() - STALE_TEMP_AGE_S - 60,) * 2)
+    assert replace_folder(target, write("second")) == "second"
+    assert not killed.exists() and in_flight.is_dir()
+    shutil.rmtree(in_flight)
+    with pytest.raises(RuntimeError, match="disk full"):
+        replace_folder(target, write("fails"))
+    assert (target / "manifest.jsonl").read_text(encoding="utf-8") == "second"
+    assert [p.name for p in target.parent.iterdir()] == ["shard-1"]  # no temp or old folder left
+    remove_folder(target)
+    remove_folder(target)  # gone already: nothing to do
+    assert not any(target.parent.iterdir())
 
 
 def check_demo_exports(home: Path, out_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -304,9 +488,58 @@ def check_demo_exports(home: Path, out_root: Path, capsys: pytest.CaptureFixture
             member = tar.extractfile(entry["audio_filepath"])
             assert member is not None
             samples, rate = sf.read(io.BytesIO(member.read()), dtype="float32")
-        first = round(entry["source_offset"] * rate)
-        expected = decoded[entry["source_filepath"]][first : first + samples.size]
-        assert rate == 16_000 and abs(samples.size / rate - entry["duration"]) < 1e-6
-        assert np.abs(samples - expected).max() <= 1 / 32_768 + 1e-6  # 16-bit PCM of the same samples
+        assert_span_of(samples, rate, decoded[entry["source_filepath"]], entry["source_offset"])
+        assert abs(samples.size / rate - entry["duration"]) < 1e-6
     assert main(["export", "--format", "nemo-tarred", str(out_root / "t2"), "--split-by-drop"]) == 1
     assert "export each drop with --drop" in capsys.readouterr().err
+
+    # Hugging Face audiofolder and Lhotse Shar: the same cut samples, read back with csv and soundfile,
+    # and by Lhotse itself; durations and texts those of the warehouse rows.
+    seconds = dict(query(warehouse, "SELECT segment_id, duration_s FROM curated_segments").iter_rows())
+    audiofolder = out_root / "audiofolder"
+    assert main(["export", "--format", "audiofolder", str(audiofolder)]) == 0
+    assert f"{len(texts) + 1} file(s) written" in capsys.readouterr().out
+    metadata = read_csv(audiofolder / "metadata.csv")
+    assert {row["segment_id"]: row["transcription"] for row in metadata} == texts and len(metadata) == len(texts)
+    for row in metadata:
+        samples, rate = sf.read(audiofolder / row["file_name"], dtype="float32")
+        assert_span_of(samples, rate, decoded[row["source_path"]], float(row["offset"]))
+        assert float(row["duration"]) == round(samples.size / rate, 6)
+        assert abs(float(row["duration"]) - seconds[row["segment_id"]]) <= 1 / rate and row["drop_id"] == drop_id
+    shar = out_root / "lhotse-shar"
+    assert main(["export", "--format", "lhotse-shar", str(shar), "--segments-per-tar", "5"]) == 0
+    capsys.readouterr()
+    cuts = CutSet.from_shar(in_dir=shar).to_eager()
+    validate(cuts, read_data=True)
+    assert {cut.id: cut.supervisions[0].text for cut in cuts} == texts and len(cuts) == len(texts)
+    assert len(list(shar.glob("recording.*.tar"))) == -(-len(texts) // 5)
+    for cut in cuts:
+        audio = cut.load_audio()
+        assert_span_of(audio[0], cut.sampling_rate, decoded[cut.custom["source_path"]], cut.custom["source_offset"])
+        assert abs(cut.duration - seconds[cut.id]) <= 1 / cut.sampling_rate
+    assert any(cut.supervisions[0].alignment for cut in cuts)
+
+    # The export asset on the same home: the shard's folders under home/exports, the rows of the CLI's
+    # export (from the shard's lake tables and the audio cache instead of the warehouse and a decode).
+    (shard,) = set(query(warehouse, "SELECT shard FROM curated_segments")["shard"])
+    asset_metadata = materialize_exports(home, shard, ["audiofolder", "lhotse-shar"], segments_per_tar=5)
+    assert asset_metadata["segments"] == len(texts)
+    assert read_csv(home / "exports" / "audiofolder" / shard / "metadata.csv") == metadata
+    exported = CutSet.from_shar(in_dir=home / "exports" / "lhotse-shar" / shard).to_eager()
+    assert [cut.to_dict()["supervisions"] for cut in exported] == [cut.to_dict()["supervisions"] for cut in cuts]
+
+
+def materialize_exports(home: Path, shard: str, formats: list[str], **config: Any) -> dict[str, Any]:
+    """Materialize curated_exports for ``shard`` of ``home`` in ``formats`` (other config fields as
+    keywords) on an ephemeral instance; the materialization's metadata values."""
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(SHARDS, [shard])
+        result = materialize(
+            [curated_exports],
+            partition_key=shard,
+            instance=instance,
+            resources={"storage": PlatformStorage(home=str(home)), "metering": MeteringResource()},
+            run_config={"ops": {"curated_exports": {"config": {"formats": formats, **config}}}},
+        )
+    (materialization,) = result.asset_materializations_for_node("curated_exports")
+    return {key: value.value for key, value in materialization.metadata.items()}

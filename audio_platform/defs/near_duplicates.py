@@ -1,0 +1,53 @@
+"""near_duplicates: each segment's audio fingerprinted and looked up against every earlier segment,
+in every shard and drop (domain code: audio_platform/curation/near_duplicates.py)."""
+
+import polars as pl
+from dagster import AssetExecutionContext, MaterializeResult, asset
+
+from audio_platform.audio.fingerprint import NEAR_DUPLICATE_MIN_SCORE
+from audio_platform.curation.near_duplicates import find_near_duplicates, fingerprint_segments, segment_order
+from audio_platform.defs.ingest import IO_RETRY
+from audio_platform.defs.metering import MeteringResource
+from audio_platform.defs.partitions import shard_partitions
+from audio_platform.defs.resources import PlatformStorage
+from audio_platform.defs.vad import vad_segments
+from audio_platform.storage.tables import AUDIO_FILES, DROPS, NEAR_DUPLICATES, SEGMENT_FINGERPRINTS, SEGMENTS
+
+
+@asset(
+    deps=[vad_segments],
+    partitions_def=shard_partitions,
+    retry_policy=IO_RETRY,
+    group_name="curation",
+    kinds={"numpy", "parquet"},
+    description="Landmark fingerprint of every segment's audio (table segment_fingerprints), looked up "
+    "against every earlier segment of every drop: a re-encoded, resampled, trimmed or noisier copy is "
+    "linked to the first copy (table near_duplicates: near_duplicate_of, similarity, offset_s), and the "
+    "curation policy rejects it.",
+)
+def near_duplicates(
+    context: AssetExecutionContext, storage: PlatformStorage, metering: MeteringResource
+) -> MaterializeResult:
+    shard = context.partition_key
+    lake = storage.lake
+    meter = metering.start(context)
+    segments = lake.read(SEGMENTS.name, shard)
+    prints = fingerprint_segments(segments, lake.read(AUDIO_FILES.name, shard), storage.load_audio)
+    meter.audio_s += float(segments["duration_s"].sum()) if segments.height else 0.0
+    # Written before the others are read: a shard running at the same time then sees this one.
+    lake.write_table(SEGMENT_FINGERPRINTS, shard, prints.with_columns(shard=pl.lit(shard)))
+    order = segment_order(lake.read_all(SEGMENTS), lake.read_all(AUDIO_FILES), lake.read_all(DROPS))
+    found = find_near_duplicates(prints, lake.read_all(SEGMENT_FINGERPRINTS), order, NEAR_DUPLICATE_MIN_SCORE)
+    lake.write_table(NEAR_DUPLICATES, shard, found.with_columns(shard=pl.lit(shard)))
+    return MaterializeResult(
+        metadata=meter.finish(
+            lake,
+            {
+                "hashes": prints.height,
+                "near_duplicates": found.height,
+                "near_duplicates_in_other_shards": int((found["duplicate_shard"] != shard).sum()),
+                "indexed_segments": order.height,
+            },
+            segments=segments.height,
+        )
+    )
