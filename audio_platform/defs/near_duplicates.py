@@ -5,7 +5,12 @@ import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from audio_platform.audio.fingerprint import NEAR_DUPLICATE_MIN_SCORE
-from audio_platform.curation.near_duplicates import find_near_duplicates, fingerprint_segments, segment_order
+from audio_platform.curation.near_duplicates import (
+    FINGERPRINT_SCHEMA,
+    find_near_duplicates,
+    fingerprint_segments,
+    segment_order,
+)
 from audio_platform.defs.ingest import IO_RETRY
 from audio_platform.defs.metering import MeteringResource
 from audio_platform.defs.partitions import shard_partitions
@@ -32,8 +37,14 @@ def near_duplicates(
     lake = storage.lake
     meter = metering.start(context)
     segments = lake.read(SEGMENTS.name, shard)
-    prints = fingerprint_segments(segments, lake.read(AUDIO_FILES.name, shard), storage.load_audio)
-    meter.audio_s += float(segments["duration_s"].sum()) if segments.height else 0.0
+    # A segment id names its audio (file content, span): hashes stored for it stay valid, so a
+    # re-score fingerprints only new segments and needs no audio for the rest.
+    stored = lake.read_many(SEGMENT_FINGERPRINTS.name, [shard])
+    kept = pl.DataFrame(schema=FINGERPRINT_SCHEMA) if stored is None else stored.select(*FINGERPRINT_SCHEMA)
+    kept = kept.filter(pl.col("segment_id").is_in(segments["segment_id"].to_list()))
+    new = segments.filter(~pl.col("segment_id").is_in(kept["segment_id"].unique().to_list()))
+    prints = pl.concat([kept, fingerprint_segments(new, lake.read(AUDIO_FILES.name, shard), storage.load_audio)])
+    meter.audio_s += float(new["duration_s"].sum()) if new.height else 0.0
     # Written before the others are read: a shard running at the same time then sees this one.
     lake.write_table(SEGMENT_FINGERPRINTS, shard, prints.with_columns(shard=pl.lit(shard)))
     order = segment_order(lake.read_all(SEGMENTS), lake.read_all(AUDIO_FILES), lake.read_all(DROPS))
@@ -44,6 +55,7 @@ def near_duplicates(
             lake,
             {
                 "hashes": prints.height,
+                "fingerprinted_segments": new.height,
                 "near_duplicates": found.height,
                 "near_duplicates_in_other_shards": int((found["duplicate_shard"] != shard).sum()),
                 "indexed_segments": order.height,

@@ -171,6 +171,7 @@ NEAR_DUPLICATES = Table(
         "near_duplicate_of": STR,
         "duplicate_shard": STR,
         "similarity": F64,
+        "coverage": F64,
         "offset_s": F64,
         "matched_hashes": I64,
     },
@@ -399,6 +400,8 @@ COLUMN_DOCS: dict[str, str] = {
     "duplicate_shard": "shard of `near_duplicate_of`",
     "similarity": "share of the smaller fingerprint's hashes that agree on one time offset (copies of 2-12 s clips "
     ">= 0.31, distinct clips <= 0.013 on the shared corpus)",
+    "coverage": "share of this segment's own hashes that match (a long segment holding a short earlier clip covers "
+    "little of itself and is not recorded below 0.15)",
     "offset_s": "where this segment's audio starts in the earlier one's, in seconds",
     "matched_hashes": "hashes that agree on that offset (at least 20 count as evidence)",
     "name": "registered model name, `kws-<keyword>`",

@@ -112,6 +112,18 @@ def test_copies_inside_one_shard_keep_the_first_by_path(library):
     assert found.select("segment_id", "near_duplicate_of").rows() == [("orig@0", "copy@0")]
 
 
+def test_a_long_segment_holding_a_short_earlier_clip_is_not_its_copy(library):
+    """Similarity is a share of the smaller fingerprint: the earlier 3-s clip scores high inside a
+    long new recording, but most of that recording is new speech, so no link is recorded."""
+    long = np.concatenate([library["other"], library["orig"][: 3 * SAMPLE_RATE], library["other"], library["other"]])
+    lib = {"clip": library["orig"][: 3 * SAMPLE_RATE], "long": long}
+    placement = {"clip": ("drop-a", "a-0000"), "long": ("drop-b", "b-0000")}
+    assert _lookup(lib, placement, {"drop-a": "2026-01-01", "drop-b": "2026-02-01"}, "b-0000").is_empty()
+    # The other way round, the short later clip is wholly inside the earlier recording: a copy.
+    found = _lookup(lib, placement, {"drop-a": "2026-03-01", "drop-b": "2026-02-01"}, "a-0000")
+    assert found["near_duplicate_of"].to_list() == ["long@0"] and found["coverage"][0] > 0.3
+
+
 def test_curation_rejects_the_repeat_and_the_policy_can_keep_it():
     segments = pl.DataFrame(
         {
@@ -145,19 +157,35 @@ def test_curation_rejects_the_repeat_and_the_policy_can_keep_it():
                 "near_duplicate_of": ["s0 in another drop"],
                 "duplicate_shard": ["y-0000"],
                 "similarity": [0.62],
+                "coverage": [0.6],
                 "offset_s": [0.0],
                 "matched_hashes": [400],
             }
         )
     )
-    decided = curate_shard(scores, segments, transcripts, files, CurationPolicy(), copies)
+    there = ["s0 in another drop"]
+    decided = curate_shard(scores, segments, transcripts, files, CurationPolicy(), copies, there)
     assert decided.sort("segment_id")["rejection_reason"].to_list() == [
         None,
         "near_duplicate of s0 in another drop (similarity 0.62 >= 0.15)",
     ]
-    keep = curate_shard(scores, segments, transcripts, files, CurationPolicy(reject_near_duplicates=False), copies)
+    keep = curate_shard(
+        scores, segments, transcripts, files, CurationPolicy(reject_near_duplicates=False), copies, there
+    )
     assert keep["selected"].all()
     stricter = CurationPolicy(near_duplicate_min_similarity=0.7)
-    assert curate_shard(scores, segments, transcripts, files, stricter, copies)["selected"].all()
+    assert curate_shard(scores, segments, transcripts, files, stricter, copies, there)["selected"].all()
+    # The earlier copy is not (or no longer) curated in its shard: the repeat is the copy kept.
+    assert curate_shard(scores, segments, transcripts, files, CurationPolicy(), copies)["selected"].all()
     # A shard never looked up (processed before the lookup existed): nothing is a known copy.
     assert curate_shard(scores, segments, transcripts, files, CurationPolicy())["selected"].all()
+    # Inside the shard, the earlier copy must pass every other rule for its repeat to go.
+    here = copies.with_columns(near_duplicate_of=pl.lit("s1"), duplicate_shard=pl.lit("x-0000"))
+    assert curate_shard(scores, segments, transcripts, files, CurationPolicy(), here)["selected"].to_list() == [
+        True,
+        False,
+    ]
+    first_too_short = CurationPolicy(max_duration_s=5.5, min_duration_s=5.0)
+    shorter = segments.with_columns(duration_s=pl.Series([4.0, 5.0]))
+    decided = curate_shard(scores, shorter, transcripts, files, first_too_short, here).sort("segment_id")
+    assert decided["rejection_reason"].to_list() == ["duration 4.0 s < 5.0 s", None]
