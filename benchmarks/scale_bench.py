@@ -255,6 +255,7 @@ def synthetic_shard(
             "shard": segments["shard"],
             "text": text,
             "language": rng.choice(np.array(["en", "en", "en", "en", "de", "ru"]), rows),
+            "language_probability": rng.uniform(0.5, 1.0, rows),
             "avg_logprob": -rng.exponential(0.3, rows),
             "no_speech_prob": rng.beta(1, 12, rows),
             "compression_ratio": rng.normal(1.6, 0.3, rows),
