@@ -174,14 +174,18 @@ class FingerprintIndex:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def add(self, item_id: str, fp: Fingerprint) -> None:
-        """Index ``fp`` under ``item_id``; it is merged into the sorted postings on the next query."""
+    def add(self, item_id: str, fp: Fingerprint, n_hashes: int | None = None) -> None:
+        """Index ``fp`` under ``item_id``; it is merged into the sorted postings on the next query.
+
+        ``n_hashes``: the item's whole hash count when ``fp`` holds only the hashes a query can
+        hit (postings pre-filtered on the query's hashes, e.g. read from a table): scores are
+        shares of whole fingerprints, and hashes no query holds never vote anyway."""
         if item_id in self._known:
             raise ValueError(f"item {item_id!r} is already indexed")
         self._pending.append((fp.hashes, fp.frames))
         self._ids.append(item_id)
         self._known.add(item_id)
-        self._counts.append(int(fp.hashes.size))
+        self._counts.append(int(fp.hashes.size) if n_hashes is None else n_hashes)
 
     def query(
         self, fp: Fingerprint, min_score: float = NEAR_DUPLICATE_MIN_SCORE, min_matched: int = MIN_MATCHED_HASHES

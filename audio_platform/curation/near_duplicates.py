@@ -98,8 +98,19 @@ def _fingerprints(rows: pl.DataFrame) -> dict[str, Fingerprint]:
     return prints
 
 
+def postings_for(stored: pl.DataFrame, query_hashes: pl.Series) -> pl.DataFrame:
+    """The rows of ``stored`` (fingerprint rows of some segments) that share a hash with the
+    query, each with its segment's whole hash count ``n_hashes``: all that matching needs of the
+    stored segments, so a lookup reads one shard at a time and keeps only these."""
+    return (
+        stored.select("segment_id", "hash", "frame")
+        .with_columns(n_hashes=pl.len().over("segment_id").cast(pl.Int64))
+        .filter(pl.col("hash").is_in(query_hashes.implode()))
+    )
+
+
 def find_near_duplicates(
-    queries: pl.DataFrame, fingerprints: pl.DataFrame, order: pl.DataFrame, min_score: float
+    queries: pl.DataFrame, postings: pl.DataFrame, order: pl.DataFrame, min_score: float
 ) -> pl.DataFrame:
     """For each segment of ``queries`` (its fingerprint rows), the best match among the segments
     of ``fingerprints`` that come before it in ``order`` (see :func:`segment_order`), when it
@@ -108,14 +119,17 @@ def find_near_duplicates(
     *smaller* fingerprint, so a short earlier clip inside a long new segment scores high, yet
     most of that segment is new speech and is no one's copy (``coverage`` says how much is).
 
-    ``fingerprints`` holds every segment to compare against (the queries' own shard included);
-    segments without a rank in ``order`` are skipped. Returns :data:`NEAR_DUPLICATE_SCHEMA` rows.
+    ``postings`` (rows of :func:`postings_for`) hold every segment to compare against (the
+    queries' own shard included); segments without a rank in ``order`` are skipped. Returns
+    :data:`NEAR_DUPLICATE_SCHEMA` rows.
     """
     rank = dict(order.select("segment_id", "rank").iter_rows())
     shard_of = dict(order.select("segment_id", "shard").iter_rows())
+    known = postings.filter(pl.col("segment_id").is_in(list(rank)))
+    n_hashes = dict(known.select("segment_id", "n_hashes").unique("segment_id").iter_rows())
     index = FingerprintIndex()
-    for segment_id, print_ in _fingerprints(fingerprints.filter(pl.col("segment_id").is_in(list(rank)))).items():
-        index.add(segment_id, print_)
+    for segment_id, print_ in _fingerprints(known).items():
+        index.add(segment_id, print_, n_hashes[segment_id])
     rows = []
     for segment_id, print_ in _fingerprints(queries).items():
         own = rank.get(segment_id)

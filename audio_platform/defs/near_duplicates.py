@@ -9,6 +9,7 @@ from audio_platform.curation.near_duplicates import (
     FINGERPRINT_SCHEMA,
     find_near_duplicates,
     fingerprint_segments,
+    postings_for,
     segment_order,
 )
 from audio_platform.defs.ingest import IO_RETRY
@@ -47,8 +48,14 @@ def near_duplicates(
     meter.audio_s += float(new["duration_s"].sum()) if new.height else 0.0
     # Written before the others are read: a shard running at the same time then sees this one.
     lake.write_table(SEGMENT_FINGERPRINTS, shard, prints.with_columns(shard=pl.lit(shard)))
-    order = segment_order(lake.read_all(SEGMENTS), lake.read_all(AUDIO_FILES), lake.read_all(DROPS))
-    found = find_near_duplicates(prints, lake.read_all(SEGMENT_FINGERPRINTS), order, NEAR_DUPLICATE_MIN_SCORE)
+    # Only stored segments that share a hash with this shard can match: the lookup reads the
+    # store one shard at a time and keeps those postings (memory: this shard, not the store).
+    query_hashes = prints["hash"].unique()
+    postings = pl.concat(lake.read_each(SEGMENT_FINGERPRINTS.name, lambda rows: postings_for(rows, query_hashes)))
+    candidates = lake.read_where(SEGMENTS, pl.col("segment_id").is_in(postings["segment_id"].unique().implode()))
+    files = lake.read_where(AUDIO_FILES, pl.col("file_id").is_in(candidates["file_id"].unique().implode()))
+    order = segment_order(candidates, files, lake.read_all(DROPS))
+    found = find_near_duplicates(prints, postings, order, NEAR_DUPLICATE_MIN_SCORE)
     lake.write_table(NEAR_DUPLICATES, shard, found.with_columns(shard=pl.lit(shard)))
     return MaterializeResult(
         metadata=meter.finish(
@@ -58,7 +65,7 @@ def near_duplicates(
                 "fingerprinted_segments": new.height,
                 "near_duplicates": found.height,
                 "near_duplicates_in_other_shards": int((found["duplicate_shard"] != shard).sum()),
-                "indexed_segments": order.height,
+                "candidate_segments": order.height,
             },
             segments=segments.height,
         )

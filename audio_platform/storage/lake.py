@@ -17,7 +17,7 @@ import io
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import polars as pl
@@ -86,6 +86,16 @@ class Lake:
         if not frames:
             return None
         return pl.concat(frames, how="diagonal_relaxed")
+
+    def read_each(self, table: str, transform: Callable[[pl.DataFrame], pl.DataFrame]) -> list[pl.DataFrame]:
+        """``transform`` of each shard's rows of ``table``, one shard read at a time: memory holds
+        one shard's rows and what the transforms keep, never the whole table."""
+        return [transform(frame) for frame in map(self._read, self._shard_files(table)) if frame is not None]
+
+    def read_where(self, table: Table, predicate: pl.Expr) -> pl.DataFrame:
+        """The rows of every shard of ``table`` that ``predicate`` keeps, one shard read at a time."""
+        kept = self.read_each(table.name, lambda frame: frame.filter(predicate))
+        return pl.concat([table.empty(), *kept], how="diagonal_relaxed")
 
     def read_all(self, table: Table) -> pl.DataFrame:
         """Every shard's rows of ``table``; its empty, typed frame while no shard has any."""

@@ -10,7 +10,12 @@ from scipy.signal import resample_poly
 from audio_platform.audio.decode import decode_mono_16k
 from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.audio.fingerprint import NEAR_DUPLICATE_MIN_SCORE
-from audio_platform.curation.near_duplicates import find_near_duplicates, fingerprint_segments, segment_order
+from audio_platform.curation.near_duplicates import (
+    find_near_duplicates,
+    fingerprint_segments,
+    postings_for,
+    segment_order,
+)
 from audio_platform.curation.selection import CurationPolicy
 from audio_platform.stages import curate_shard
 from audio_platform.storage.tables import NEAR_DUPLICATES, TRANSCRIPTS
@@ -81,7 +86,11 @@ def _lookup(library, placement, first_seen, shard: str) -> pl.DataFrame:
     assert sorted(loaded) == sorted(placement)  # each file loaded once
     queries = prints.join(segments.select("segment_id", "shard"), on="segment_id").filter(pl.col("shard") == shard)
     order = segment_order(segments, files, drops)
-    return find_near_duplicates(queries.drop("shard"), prints, order, NEAR_DUPLICATE_MIN_SCORE)
+    queries = queries.drop("shard")
+    # As the asset reads the store: only the postings that share a hash with the queries.
+    postings = postings_for(prints, queries["hash"].unique())
+    assert postings.height < prints.height or queries.height == prints.height
+    return find_near_duplicates(queries, postings, order, NEAR_DUPLICATE_MIN_SCORE)
 
 
 def test_a_copy_in_a_later_drop_links_to_the_first_and_not_back(library):
