@@ -4,9 +4,9 @@ Exact-byte dedupe (the content claims of ingest) keeps one copy of identical fil
 every VAD segment gets a landmark fingerprint (:mod:`audio_platform.audio.fingerprint`), stored
 in the lake as ``segment_fingerprints``, and is looked up against every fingerprinted segment of
 every shard and drop. A segment that repeats an *earlier* one is linked to it in
-``near_duplicates`` (``near_duplicate_of``, ``similarity``, ``offset_s``) and the curation policy
-rejects it (``near_duplicate ...``), so the first copy stays in the curated set and later ones
-do not.
+``near_duplicates`` (``near_duplicate_of``, ``similarity``, ``coverage``, ``offset_s``) and the
+curation policy rejects it (``near_duplicate ...``) while the earlier copy is curated, so one copy
+stays in the curated set.
 
 "Earlier" is a fixed order of segments, not the order shards happened to run in, so a re-run
 gives the same answer: the drop first seen earlier (``drops.first_seen_at``, then drop id), then
@@ -113,7 +113,7 @@ def find_near_duplicates(
     queries: pl.DataFrame, postings: pl.DataFrame, order: pl.DataFrame, min_score: float
 ) -> pl.DataFrame:
     """For each segment of ``queries`` (its fingerprint rows), the best match among the segments
-    of ``fingerprints`` that come before it in ``order`` (see :func:`segment_order`), when it
+    of ``postings`` that come before it in ``order`` (see :func:`segment_order`), when it
     scores at least ``min_score`` on enough hashes (:data:`fingerprint.MIN_MATCHED_HASHES`) and
     covers at least ``min_score`` of the query's own hashes: the similarity is a share of the
     *smaller* fingerprint, so a short earlier clip inside a long new segment scores high, yet
