@@ -99,6 +99,7 @@ LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("no context around segments", {"context_pad_s": 0.0}),
     ("no temperature fallback", {"temperature_fallback": False}),
     ("greedy (beam 1)", {"beam_size": 1}),
+    ("30-s encoder context for every window", {"short_context_s": 0.0}),
     ("windows shared across files", {"pack_across_files": True}),
 )
 SHIPPED = "shipped default"

@@ -5,9 +5,11 @@ spends most of the compute on padding. Instead, consecutive segments of one file
 with ``transcribe_many`` and ``pack_across_files``) are packed back to back into windows of at
 most ``window_s`` seconds, ``gap_s`` of digital silence apart so that the model and the word
 aligner see a pause between them; a segment longer than ``window_s`` is first cut at quiet frames. The windows are
-decoded in batches by faster-whisper's ``BatchedInferencePipeline`` (greedy by default, timestamp
+decoded in batches by faster-whisper's ``BatchedInferencePipeline`` (beam search, timestamp
 tokens on, DTW word timestamps), and every word is mapped through its window's offset map to the
-segment it starts in and to file time. The packing itself is in ``audio.asr_packing``.
+segment it starts in and to file time. The packing itself is in ``audio.asr_packing``. A window of
+a few seconds (a short file) is encoded as ``short_context_s`` (10 s) of audio instead of Whisper's
+30 s: most of a 30-s encoding of a one-word clip is padding.
 
 Each segment is rendered with up to ``context_pad_s`` of its file's own audio on both sides
 (towards another segment of the file only across a pause of 2 s or more, and at most half of it),
@@ -43,7 +45,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
+import inspect
 import itertools
 import logging
 import math
@@ -53,12 +57,14 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
-from faster_whisper.transcribe import Segment
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import Segment, TranscriptionOptions, Word, get_suppressed_tokens
 
 from audio_platform.audio.asr_packing import (
     Piece,
@@ -77,6 +83,14 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 # Whisper's encoder input length; a longer window would be silently truncated.
 MAX_WINDOW_S = 30.0
+# A window is encoded with the short context only when it is this much shorter than the context:
+# speech near the end of a short context was decoded less reliably.
+SHORT_CONTEXT_MARGIN_S = 3.0
+# Decoding stops after this many tokens per second of window (plus a few for the prompt's end):
+# speech needs at most ~6 (4.5 words/s), so only a decoder stuck in a loop reaches it, and a batch
+# no longer waits for one window's loop to fill Whisper's 448 tokens.
+_MAX_TOKENS_PER_S = 12
+_MIN_NEW_TOKENS = 16
 # Shorter segments cannot hold a word; they are not decoded (and get an empty transcript).
 MIN_SEGMENT_S = 0.05
 # When a window's last word ends more than this before the end of its piece, the decoder stopped
@@ -188,6 +202,13 @@ class AsrConfig:
     """Decode a segment again with Whisper's temperature fallback when its decode failed by
     Whisper's own signs (repetitive text, unlikely tokens, too many words, a word stretched over
     speech)."""
+    # Whisper's encoder was trained on 30 s, and shorter inputs change its output slightly: with a
+    # 3-s margin, per-source WER on the benchmark's corpus and keyword clips was the same or better
+    # (no source worse), while windows that nearly filled the context lost a word here and there.
+    short_context_s: float = 10.0
+    """Encoder context (seconds) for windows at most 3 s shorter than it: a window of a few seconds
+    is encoded as `short_context_s` instead of 30 s (several times less encoder and cross-attention
+    work on short files). 0 = always 30 s."""
     # One-word clips in random order: the spoken word found in 66 % of clips packed, 82 % with a
     # window per file.
     pack_across_files: bool = False
@@ -214,6 +235,11 @@ class AsrConfig:
             raise ValueError(f"window_s must be in (0, {MAX_WINDOW_S}], got {self.window_s!r}")
         if not 0.0 <= self.gap_s < self.window_s:
             raise ValueError(f"gap_s must be in [0, window_s), got {self.gap_s!r}")
+        if self.short_context_s != 0.0 and not SHORT_CONTEXT_MARGIN_S < self.short_context_s <= MAX_WINDOW_S:
+            raise ValueError(
+                f"short_context_s must be 0 (off) or in ({SHORT_CONTEXT_MARGIN_S}, {MAX_WINDOW_S}], "
+                f"got {self.short_context_s!r}"
+            )
         if not 0.0 <= self.context_pad_s <= _MAX_CONTEXT_PAD_S:
             raise ValueError(f"context_pad_s must be in [0, {_MAX_CONTEXT_PAD_S}], got {self.context_pad_s!r}")
 
@@ -570,8 +596,8 @@ class WhisperTranscriber:
             log_prob_threshold=FALLBACK_LOG_PROB,
         )
         segments = list(outputs)  # the generator decodes as it is consumed
-        # Sequential output carries absolute word times (its seek is where each pass started).
-        placed, _ = self._place_words(window, segments, origin=0.0) if segments else ([[]], 0.0)
+        # Sequential output carries word times from the window's start (its seek is where each pass started).
+        placed, _ = self._place_words(window, segments) if segments else ([[]], 0.0)
         words = placed[0]
         avg_logprob = float(np.mean([seg.avg_logprob for seg in segments])) if segments else FALLBACK_LOG_PROB
         no_speech = float(np.mean([seg.no_speech_prob for seg in segments])) if segments else 1.0
@@ -582,42 +608,76 @@ class WhisperTranscriber:
     def _run(
         self, windows: list[Window], audios: list[np.ndarray], language: str, batch_size: int
     ) -> list[list[Segment]]:
-        """Batched decode of the windows in ``language``: per window its output segments."""
-        cfg = self.config
+        """Batched decode of the windows in ``language``: per window its output segments, times
+        counted from the window's start.
+
+        Each window is encoded with the context it fits in (``_context_frames``); windows of one
+        context are batched shortest first, so that each batch's token cap fits its windows."""
+        pipeline = BatchedInferencePipeline(self._model)
+        tokenizer = Tokenizer(
+            self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe", language=language
+        )
+        extractor = self._model.feature_extractor
         rendered = [render_window(w, audios) for w in windows]
-        # The pipeline takes one signal plus clip bounds, so the windows are laid end to end.
-        bounds = np.cumsum([0] + [len(r) for r in rendered]) / SAMPLE_RATE
-        clips = [{"start": bounds[i], "end": bounds[i + 1]} for i in range(len(rendered))]
-        outputs, _ = BatchedInferencePipeline(self._model).transcribe(
-            np.concatenate(rendered),
-            language=language,
-            beam_size=cfg.beam_size,
-            batch_size=batch_size,
-            clip_timestamps=clips,
-            vad_filter=False,
+        durations = [len(r) / SAMPLE_RATE for r in rendered]
+        frames = [self._context_frames(d) for d in durations]
+        order = sorted(range(len(windows)), key=lambda i: (frames[i], durations[i]))
+        outputs: list[list[Segment]] = [[] for _ in windows]
+        for _, same_context in itertools.groupby(order, key=lambda i: frames[i]):
+            group = list(same_context)
+            for start in range(0, len(group), batch_size):
+                batch = group[start : start + batch_size]
+                features = np.stack([pad_or_trim(extractor(rendered[i])[..., :-1], frames[i]) for i in batch])
+                # The longest window last: its length bounds the tokens any window of the batch needs.
+                options = self._decode_options(
+                    tokenizer, _MIN_NEW_TOKENS + math.ceil(_MAX_TOKENS_PER_S * durations[batch[-1]])
+                )
+                chunks = [{"offset": 0.0, "duration": durations[i]} for i in batch]
+                for i, segments in zip(batch, pipeline.forward(features, tokenizer, chunks, options), strict=True):
+                    outputs[i] = [_as_segment(segment, options) for segment in segments]
+        if not all(outputs):
+            raise RuntimeError("faster-whisper returned no output segment for a window")
+        return outputs
+
+    def _context_frames(self, duration_s: float) -> int:
+        """Mel frames the encoder hears for a window of ``duration_s``: the short context when the
+        window fits in it with ``SHORT_CONTEXT_MARGIN_S`` to spare, else Whisper's 30 s."""
+        short_s = self.config.short_context_s
+        if short_s and duration_s <= short_s - SHORT_CONTEXT_MARGIN_S:
+            return round(short_s * self._model.frames_per_second)
+        return int(self._model.feature_extractor.nb_max_frames)
+
+    def _decode_options(self, tokenizer: Tokenizer, max_new_tokens: int) -> TranscriptionOptions:
+        """The options faster-whisper's batched ``transcribe`` would build for this module's
+        settings (its own defaults for the rest): one temperature, no conditioning, timestamp
+        tokens, word timestamps."""
+        defaults = _transcribe_defaults()
+        chosen: dict[str, Any] = {
+            "beam_size": self.config.beam_size,
+            "temperatures": [0.0],
+            "condition_on_previous_text": False,
             # Timestamp tokens let the decoder segment a window of many utterances; without
             # them it stops after the first pause far more often.
-            without_timestamps=False,
-            word_timestamps=True,
-            temperature=0.0,
+            "without_timestamps": False,
+            "max_initial_timestamp": 0.0,
+            "word_timestamps": True,
+            "suppress_tokens": get_suppressed_tokens(tokenizer, defaults["suppress_tokens"]),
+            "multilingual": False,
+            "max_new_tokens": max_new_tokens,
+            "clip_timestamps": [],
+            "hallucination_silence_threshold": None,
+        }
+        return TranscriptionOptions(
+            **{
+                f.name: chosen[f.name] if f.name in chosen else defaults[f.name]
+                for f in dataclasses.fields(TranscriptionOptions)
+            }
         )
-        # Every window yields one or more output segments tagged with the window's `seek`; windows
-        # are at least MIN_SEGMENT_S long, so consecutive windows have different seeks.
-        per_window = [list(g) for _, g in itertools.groupby(outputs, key=lambda seg: seg.seek)]
-        if len(per_window) != len(windows):
-            raise RuntimeError(f"faster-whisper returned {len(per_window)} window outputs for {len(windows)}")
-        return per_window
 
-    def _place_words(
-        self, window: Window, outputs: list[Segment], origin: float | None = None
-    ) -> tuple[list[list[tuple[WordTiming, str]]], float]:
-        """Each piece's words (in file time, with the raw word text) and the window time decoded up to.
-
-        ``origin``: the signal time of the window's start; by default the batched pipeline's, where
-        word times count from the concatenated signal and ``seek`` is the window start rounded down
-        to a 10 ms frame."""
-        if origin is None:
-            origin = outputs[0].seek / self._model.frames_per_second
+    @staticmethod
+    def _place_words(window: Window, outputs: list[Segment]) -> tuple[list[list[tuple[WordTiming, str]]], float]:
+        """Each piece's words (in file time, with the raw word text) and the window time decoded up to;
+        ``outputs``' times count from the window's start."""
         placed: list[list[tuple[WordTiming, str]]] = [[] for _ in window.pieces]
         reach = 0.0
         for out in outputs:
@@ -626,7 +686,7 @@ class WhisperTranscriber:
                 text = word.word.strip()
                 if not any(c.isalnum() for c in text):  # a lone "." or "-" is not speech
                     continue
-                start, end = word.start - origin, word.end - origin
+                start, end = word.start, word.end
                 reach = max(reach, end)
                 i = previous = window.piece_index(start, previous)
                 piece = window.pieces[i]
@@ -639,6 +699,30 @@ class WhisperTranscriber:
                 )
                 placed[i].append((timing, word.word))
         return placed, reach
+
+
+@functools.cache
+def _transcribe_defaults() -> dict[str, Any]:
+    """faster-whisper's defaults of its batched ``transcribe`` (punctuation merged into words, ...)."""
+    parameters = inspect.signature(BatchedInferencePipeline.transcribe).parameters
+    return {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def _as_segment(segment: dict[str, Any], options: TranscriptionOptions) -> Segment:
+    """A segment of ``BatchedInferencePipeline.forward``'s output as the ``Segment`` its ``transcribe`` yields."""
+    return Segment(
+        id=0,
+        seek=segment["seek"],
+        start=segment["start"],
+        end=segment["end"],
+        text=segment["text"],
+        tokens=segment["tokens"],
+        avg_logprob=segment["avg_logprob"],
+        compression_ratio=segment["compression_ratio"],
+        no_speech_prob=segment["no_speech_prob"],
+        words=[Word(**word) for word in segment.get("words", ())],
+        temperature=options.temperatures[0],
+    )
 
 
 def _failed_decode(piece: Piece, words: list[tuple[WordTiming, str]], window_avg_logprob: float) -> bool:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from faster_whisper import BatchedInferencePipeline
+from faster_whisper.tokenizer import Tokenizer
 from scipy.signal import resample_poly
 
 from audio_platform.audio.asr import (
@@ -106,6 +110,8 @@ def assert_words_well_formed(result: SegmentTranscript, start: float, end: float
         ({"window_s": 0.0}, "window_s"),
         ({"gap_s": -0.1}, "gap_s"),
         ({"model": " "}, "model"),
+        ({"short_context_s": 3.0}, "short_context_s"),
+        ({"short_context_s": 31.0}, "short_context_s"),
     ],
 )
 def test_config_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
@@ -328,6 +334,54 @@ def test_packed_clips_keep_one_result_per_segment_within_bounds(transcriber: Whi
     )
     assert pooled.reference_words == 215
     assert pooled.wer <= POOLED_WER_FLOOR, pooled
+
+
+def test_decode_options_are_those_faster_whispers_batched_transcribe_builds(transcriber: WhisperTranscriber) -> None:
+    model = transcriber._model
+    _, info = BatchedInferencePipeline(model).transcribe(
+        np.zeros(SAMPLE_RATE, dtype=np.float32),
+        language="en",
+        beam_size=transcriber.config.beam_size,
+        clip_timestamps=[{"start": 0.0, "end": 1.0}],
+        vad_filter=False,
+        without_timestamps=False,
+        word_timestamps=True,
+        temperature=0.0,
+        max_new_tokens=40,
+    )
+    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+
+    ours = dataclasses.asdict(transcriber._decode_options(tokenizer, max_new_tokens=40))
+    theirs = dataclasses.asdict(info.transcription_options)
+    assert ours == theirs | {"clip_timestamps": []}
+
+
+@needs_corpus
+def test_short_windows_are_encoded_with_the_short_context_and_long_ones_with_30_s(
+    transcriber: WhisperTranscriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard: list[int] = []
+    forward = BatchedInferencePipeline.forward
+
+    def spy(self: BatchedInferencePipeline, features: np.ndarray, *args: object) -> object:
+        heard.extend([features.shape[-1]] * len(features))
+        return forward(self, features, *args)
+
+    monkeypatch.setattr(BatchedInferencePipeline, "forward", spy)
+    command = load_16k("audio/pocketsphinx/goforward.wav")  # "go forward ten meters", 2.8 s
+    jfk = load_16k("audio/whisper/jfk.flac")  # 11 s: past the 7 s a 10-s context takes
+    (short,), (long,) = transcriber.transcribe_many(
+        [(command, [(0.0, len(command) / SAMPLE_RATE)]), (jfk, [(0.0, len(jfk) / SAMPLE_RATE)])]
+    )
+    assert sorted(heard) == [1000, 3000]
+    assert word_error_rate("go forward ten meters", short.text).wer == 0.0
+    assert word_error_rate(JFK, long.text).wer <= 0.05
+
+    heard.clear()
+    full_context = WhisperTranscriber(replace(transcriber.config, short_context_s=0.0))
+    (again,) = full_context.transcribe(command, [(0.0, len(command) / SAMPLE_RATE)])
+    assert heard == [3000]
+    assert word_error_rate("go forward ten meters", again.text).wer == 0.0
 
 
 @needs_corpus
