@@ -97,7 +97,7 @@ STAGES = (STAGE_INGEST, STAGE_VAD, STAGE_FEATURES, STAGE_ASR, STAGE_SCORING, STA
 # (the per-source "levers" table): each changes one AsrConfig field.
 LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("no context around segments", {"context_pad_s": 0.0}),
-    ("no temperature fallback", {"temperature_fallback": False}),
+    ("no temperature fallback (so 30-s context)", {"temperature_fallback": False}),
     ("greedy (beam 1)", {"beam_size": 1}),
     ("30-s encoder context for every window", {"short_context_s": 0.0}),
     ("windows shared across files", {"pack_across_files": True}),
