@@ -86,11 +86,17 @@ MAX_WINDOW_S = 30.0
 # A window is encoded with the short context only when it is this much shorter than the context:
 # speech near the end of a short context was decoded less reliably.
 SHORT_CONTEXT_MARGIN_S = 3.0
-# Decoding stops after this many tokens per second of window (plus a few for the prompt's end):
-# speech needs at most ~6 (4.5 words/s), so only a decoder stuck in a loop reaches it, and a batch
-# no longer waits for one window's loop to fill Whisper's 448 tokens.
-_MAX_TOKENS_PER_S = 12
+# Decoding stops after this many tokens per second of window (plus a few), at most Whisper's 448:
+# English speech needs ~6, syllable-dense scripts up to ~25 (a Telugu sentence: 111 tokens for
+# 27 syllables), so only a decoder stuck in a loop reaches it on a short window, and a batch no
+# longer waits for one window's loop to fill 448 tokens.
+_MAX_TOKENS_PER_S = 30
 _MIN_NEW_TOKENS = 16
+# Windows of one batch are placed this far apart on faster-whisper's time axis: its word-timing
+# heuristics carry the last speech time from one window to the next, and spaced out every window
+# starts long after the previous one's speech, as when decoded alone (the first word's stretch is
+# trimmed the same way whatever its batch-mates).
+_BATCH_SPACING_S = 2 * MAX_WINDOW_S
 # Shorter segments cannot hold a word; they are not decoded (and get an empty transcript).
 MIN_SEGMENT_S = 0.05
 # When a window's last word ends more than this before the end of its piece, the decoder stopped
@@ -630,12 +636,18 @@ class WhisperTranscriber:
                 batch = group[start : start + batch_size]
                 features = np.stack([pad_or_trim(extractor(rendered[i])[..., :-1], frames[i]) for i in batch])
                 # The longest window last: its length bounds the tokens any window of the batch needs.
+                cap = _MIN_NEW_TOKENS + math.ceil(_MAX_TOKENS_PER_S * durations[batch[-1]])
                 options = self._decode_options(
-                    tokenizer, _MIN_NEW_TOKENS + math.ceil(_MAX_TOKENS_PER_S * durations[batch[-1]])
+                    tokenizer, min(cap, self._model.max_length - len(tokenizer.sot_sequence))
                 )
-                chunks = [{"offset": 0.0, "duration": durations[i]} for i in batch]
-                for i, segments in zip(batch, pipeline.forward(features, tokenizer, chunks, options), strict=True):
-                    outputs[i] = [_as_segment(segment, options) for segment in segments]
+                offsets = [(k + 1) * _BATCH_SPACING_S for k in range(len(batch))]
+                chunks = [
+                    {"offset": offset, "duration": durations[i]} for offset, i in zip(offsets, batch, strict=True)
+                ]
+                pipeline.last_speech_timestamp = 0.0
+                decoded = pipeline.forward(features, tokenizer, chunks, options)
+                for i, offset, segments in zip(batch, offsets, decoded, strict=True):
+                    outputs[i] = [_as_segment(segment, options, offset) for segment in segments]
         if not all(outputs):
             raise RuntimeError("faster-whisper returned no output segment for a window")
         return outputs
@@ -713,30 +725,37 @@ def _transcribe_defaults() -> dict[str, Any]:
     return {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
 
 
-def _as_segment(segment: dict[str, Any], options: TranscriptionOptions) -> Segment:
-    """A segment of ``BatchedInferencePipeline.forward``'s output as the ``Segment`` its ``transcribe`` yields."""
+def _as_segment(segment: dict[str, Any], options: TranscriptionOptions, offset: float) -> Segment:
+    """A segment of ``BatchedInferencePipeline.forward``'s output as the ``Segment`` its ``transcribe``
+    yields, its times moved back by its window's ``offset``."""
+    words = [
+        Word(start=w["start"] - offset, end=w["end"] - offset, word=w["word"], probability=w["probability"])
+        for w in segment.get("words", ())
+    ]
     return Segment(
         id=0,
-        seek=segment["seek"],
-        start=segment["start"],
-        end=segment["end"],
+        seek=0,
+        start=segment["start"] - offset,
+        end=segment["end"] - offset,
         text=segment["text"],
         tokens=segment["tokens"],
         avg_logprob=segment["avg_logprob"],
         compression_ratio=segment["compression_ratio"],
         no_speech_prob=segment["no_speech_prob"],
-        words=[Word(**word) for word in segment.get("words", ())],
+        words=words,
         temperature=options.temperatures[0],
     )
 
 
 def _failed_decode(piece: Piece, words: list[tuple[WordTiming, str]], window_avg_logprob: float) -> bool:
     """Whisper's own signs of a failed greedy/beam decode, for a piece alone in its window: text
-    that repeats itself (gzip compression ratio), unlikely tokens (average log-probability), more
-    words than the audio can hold (a hallucinated loop), or a word stretched over skipped speech."""
+    that repeats itself (gzip compression ratio, or said twice over), unlikely tokens (average
+    log-probability), more words than the audio can hold (a hallucinated loop), or a word stretched
+    over skipped speech."""
     text = "".join(raw for _, raw in words).strip()
     return (
         _compression_ratio(text) > FALLBACK_COMPRESSION_RATIO
+        or _said_twice([w for w, _ in words])
         or window_avg_logprob < FALLBACK_LOG_PROB
         or len(words) > _DENSE_WORDS_PER_S * piece.duration_s + 2
         or _skipped_speech([w for w, _ in words])
@@ -748,7 +767,17 @@ def _implausible(piece: Piece, words: list[WordTiming]) -> bool:
     in a packed window (a garbled word or two for a whole sentence, words skipped), or a
     neighbour's words landed in this piece. Such a piece is decoded again in a window of its own."""
     sparse = piece.duration_s >= _SPARSE_MIN_S and len(words) < _SPARSE_WORDS_PER_S * piece.duration_s
-    return sparse or len(words) > _DENSE_WORDS_PER_S * piece.duration_s + 2 or _skipped_speech(words)
+    dense = len(words) > _DENSE_WORDS_PER_S * piece.duration_s + 2
+    return sparse or dense or _skipped_speech(words) or _said_twice(words)
+
+
+def _said_twice(words: Sequence[WordTiming]) -> bool:
+    """The words are one phrase twice over ("Go forward 10 meters. Go forward 10 meters." on a clip
+    that says it once): a short loop, too short for the compression ratio to see. Decoded again
+    (in 30 s, with fallback), a real repetition comes back as it was said."""
+    said = ["".join(c for c in w.word.lower() if c.isalnum()) for w in words]
+    half = len(said) // 2
+    return len(said) >= 2 and len(said) % 2 == 0 and said[:half] == said[half:]
 
 
 def _skipped_speech(words: Sequence[WordTiming]) -> bool:

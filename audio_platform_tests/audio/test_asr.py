@@ -25,6 +25,7 @@ from audio_platform.audio.asr import (
     WhisperTranscriber,
     WordTiming,
     _implausible,
+    _said_twice,
     fitted_gpu_batch,
     halving_on_out_of_memory,
 )
@@ -228,6 +229,19 @@ def test_a_piece_with_an_impossible_word_count_is_flagged_for_a_window_of_its_ow
     assert not _implausible(short, [])  # too short to judge: a lone "yes" may be missed
 
 
+def test_a_phrase_said_twice_over_is_a_failed_decode_and_one_said_once_is_not() -> None:
+    def said(text: str) -> list[WordTiming]:
+        return [WordTiming(w, 0.1 * i, 0.1 * i + 0.1, 0.9) for i, w in enumerate(text.split())]
+
+    assert _said_twice(said("Go forward 10 meters. Go forward 10 meters."))
+    assert _said_twice(said("Stop. stop"))
+    assert not _said_twice(said("Stop."))
+    assert not _said_twice(said("go forward go"))
+    assert not _said_twice(said("Go forward 10 meters."))
+    piece = Piece(item=0, segment=0, file_start_s=0.0, file_end_s=4.0, window_start_s=0.0)
+    assert _implausible(piece, said("go forward ten meters go forward ten meters"))
+
+
 def test_a_word_stretched_over_skipped_speech_flags_its_piece() -> None:
     # Measured on LJ050-0245: "the" aligned over 2.3 s where "service could or should increase" was skipped.
     piece = Piece(item=0, segment=0, file_start_s=4.16, file_end_s=10.04, window_start_s=0.0)
@@ -384,6 +398,17 @@ def test_short_windows_are_encoded_with_the_short_context_and_long_ones_with_30_
         (again,) = full_context.transcribe(command, [(0.0, len(command) / SAMPLE_RATE)])
         assert heard == [3000]
         assert word_error_rate("go forward ten meters", again.text).wer == 0.0
+
+
+@needs_corpus
+def test_a_files_transcript_does_not_depend_on_the_files_decoded_with_it(transcriber: WhisperTranscriber) -> None:
+    paths = ("audio/vctk/p226_002.wav", "audio/pocketsphinx/goforward.wav", "audio/an4/an251-fash-b.wav")
+    items = [(audio, [(0.0, len(audio) / SAMPLE_RATE)]) for audio in (load_16k(p) for p in paths)]
+
+    together = transcriber.transcribe_many(items)
+    alone = [transcriber.transcribe(audio, segments) for audio, segments in items]
+
+    assert together == alone
 
 
 @needs_corpus
