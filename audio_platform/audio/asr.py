@@ -55,6 +55,7 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,6 +82,7 @@ from audio_platform.audio.whisper_models import DEFAULT_MODEL, PROFILES, model_f
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 # Whisper's encoder input length; a longer window would be silently truncated.
 MAX_WINDOW_S = 30.0
 # A window is encoded with the short context only when it is this much shorter than the context:
@@ -189,7 +191,14 @@ class AsrConfig:
     """30-s windows decoded together; 0 = automatic (4 on CPU; on CUDA fitted to free GPU memory,
     halved on out-of-memory)."""
     cpu_threads: int = 0
-    """CPU threads of the model; 0 lets CTranslate2 choose."""
+    """CPU threads of the ASR stage, all decoders together; 0 = the machine's cores, at most 4."""
+    # On 2 cores, two one-thread decoders transcribed the benchmark's corpus and keyword clips in
+    # 62-70 s where one two-thread decoder took 86-97 s, with the same transcripts: a decoder's
+    # threads idle while it extracts features and aligns words in Python, and at the ends of
+    # small matrix products; another decoder's batch fills them.
+    workers: int = 0
+    """Batches of windows decoded at once, each by its own decoder with `cpu_threads / workers`
+    threads; 0 = automatic: one per CPU thread on CPU, 1 on CUDA (where a batch fills the GPU)."""
     language: str | None = "en"
     """Language to transcribe (a Whisper language code); null (`AUDIO_PLATFORM_ASR_LANGUAGE=null`):
     detect each file's language once from its speech and transcribe it in that language, recording
@@ -236,6 +245,8 @@ class AsrConfig:
             raise ValueError(f"batch_size must be an integer >= 0 (0 = automatic), got {self.batch_size!r}")
         if isinstance(self.cpu_threads, bool) or not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
             raise ValueError(f"cpu_threads must be an integer >= 0 (0 = automatic), got {self.cpu_threads!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be an integer >= 0 (0 = automatic), got {self.workers!r}")
         if self.language is not None and not self.language.strip():
             raise ValueError("language must be a language code such as 'en', or None to detect it")
         if not 0.0 < self.window_s <= MAX_WINDOW_S:
@@ -255,23 +266,30 @@ class AsrConfig:
 # Model
 
 
-_MODEL_CACHE: dict[tuple[str, str, str, int], WhisperModel] = {}
+_MODEL_CACHE: dict[tuple[str, str, str, int, int], WhisperModel] = {}
 _MODEL_LOCK = threading.Lock()
 
 
 _WINDOWS_PER_CALL_BATCHES = 4
 
 
-def _load_model(path: str, device: str, compute_type: str, threads: int) -> WhisperModel:
+def _load_model(path: str, device: str, compute_type: str, threads: int, workers: int) -> WhisperModel:
+    """The model with ``workers`` decoders (CTranslate2's ``num_workers``: calls from that many
+    Python threads run at once) of ``threads`` CPU threads each."""
     # Loading takes ~0.5 s and the weights are shared read-only, so every transcriber in the
     # process with the same settings reuses one model.
-    key = (path, device, compute_type, threads)
+    key = (path, device, compute_type, threads, workers)
     with _MODEL_LOCK:
         if key not in _MODEL_CACHE:
             if not Path(path, "model.bin").is_file():
                 raise FileNotFoundError(f"no CTranslate2 Whisper model (model.bin) in {path!r}")
             _MODEL_CACHE[key] = WhisperModel(
-                path, device=device, compute_type=compute_type, cpu_threads=threads, local_files_only=True
+                path,
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=threads,
+                num_workers=workers,
+                local_files_only=True,
             )
         return _MODEL_CACHE[key]
 
@@ -382,8 +400,18 @@ class WhisperTranscriber:
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         threads = config.cpu_threads or min(4, os.cpu_count() or 1)
+
+        def load(device: str) -> tuple[WhisperModel, int, int]:
+            workers = config.workers or (1 if device == "cuda" else threads)
+            per_worker = max(1, threads // workers)
+            return (
+                _load_model(self._model_path, device, _compute_type(config, device), per_worker, workers),
+                workers,
+                per_worker,
+            )
+
         try:
-            self._model = _load_model(self._model_path, device, _compute_type(config, device), threads)
+            self._model, self.workers, self.threads_per_worker = load(device)
         except (RuntimeError, ValueError) as err:
             # A visible GPU can still be unusable (driver mismatch, another process holding it):
             # with device=auto the shard goes on on the CPU instead of failing.
@@ -391,7 +419,7 @@ class WhisperTranscriber:
                 raise
             _log.warning("CUDA model load failed (%s); falling back to the CPU", err)
             device = "cpu"
-            self._model = _load_model(self._model_path, device, _compute_type(config, device), threads)
+            self._model, self.workers, self.threads_per_worker = load(device)
         self.device = device
         self.compute_type = _compute_type(config, device)
         self.batch_size = config.batch_size or (fitted_gpu_batch() if device == "cuda" else CPU_AUTO_BATCH)
@@ -538,13 +566,14 @@ class WhisperTranscriber:
             # Decode a few batches of windows at a time: rendering every window of a long file at
             # once (and faster-whisper's features for all of them) makes memory grow with speech length.
             # Each call's windows are placed (and progress reported) before the next call.
-            step = _WINDOWS_PER_CALL_BATCHES * self.batch_size
+            step = _WINDOWS_PER_CALL_BATCHES * self.batch_size * self.workers
             for start in range(0, len(windows), step):
                 chunk = windows[start : start + step]
                 chunk_outputs, self.batch_size = halving_on_out_of_memory(
                     functools.partial(self._run, chunk, audios, language), self.batch_size
                 )
                 _return_freed_memory(audios)
+                failed: list[Window] = []
                 for window, outputs in zip(chunk, chunk_outputs, strict=True):
                     placed, reach = self._place_words(window, outputs)
                     stats = (outputs[0].avg_logprob, outputs[0].no_speech_prob)
@@ -553,7 +582,7 @@ class WhisperTranscriber:
                         and len(window.pieces) == 1
                         and _failed_decode(window.pieces[0], placed[0], stats[0])
                     ):
-                        finish(window.pieces[0], self._decode_with_fallback(window, audios, language))
+                        failed.append(window)
                         continue
                     for i, (piece, words) in enumerate(zip(window.pieces, placed, strict=True)):
                         # Whisper decodes a window from its start and may stop early or skip an
@@ -579,7 +608,18 @@ class WhisperTranscriber:
                                 kept_end - piece.file_start_s,
                             ),
                         )
+                fallbacks = self._map(lambda window: self._decode_with_fallback(window, audios, language), failed)
+                for window, result in zip(failed, fallbacks, strict=True):
+                    finish(window.pieces[0], result)
                 progress.report()
+
+    def _map(self, work: Callable[[_A], _T], items: Sequence[_A]) -> list[_T]:
+        """``work`` on each item, up to ``workers`` at once (one per decoder of the model); the
+        results in the items' order. An item's exception is raised once all have finished."""
+        if self.workers == 1 or len(items) <= 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(min(self.workers, len(items)), thread_name_prefix="asr-decoder") as pool:
+            return list(pool.map(work, items))
 
     def _decode_with_fallback(self, window: Window, audios: list[np.ndarray], language: str) -> _PieceResult:
         """Decode a one-piece window again as sequential Whisper does: with temperature fallback
@@ -587,8 +627,10 @@ class WhisperTranscriber:
         temperatures) and its no-speech rule; the piece's result."""
         cfg = self.config
         (piece,) = window.pieces
-        # Sampling above temperature 0 draws random numbers: a fixed seed keeps a shard's
-        # transcripts the same on every run.
+        # Sampling above temperature 0 draws random numbers. CTranslate2 seeds each of its decoder
+        # threads once, at its first draw: with one decoder a process that starts with the same
+        # work repeats its transcripts; several decoders draw in the order they are free, so a
+        # piece that needed sampling may come out differently between runs (as with faster-whisper).
         ctranslate2.set_random_seed(_FALLBACK_SEED)
         outputs, _ = self._model.transcribe(
             render_window(window, audios),
@@ -620,7 +662,6 @@ class WhisperTranscriber:
 
         Each window is encoded with the context it fits in (``_context_frames``); windows of one
         context are batched shortest first, so that each batch's token cap fits its windows."""
-        pipeline = BatchedInferencePipeline(self._model)
         tokenizer = Tokenizer(
             self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe", language=language
         )
@@ -629,27 +670,31 @@ class WhisperTranscriber:
         durations = [len(r) / SAMPLE_RATE for r in rendered]
         frames = [self._context_frames(d) for d in durations]
         order = sorted(range(len(windows)), key=lambda i: (frames[i], durations[i]))
+        batches = [
+            group[start : start + batch_size]
+            for group in (list(same) for _, same in itertools.groupby(order, key=lambda i: frames[i]))
+            for start in range(0, len(group), batch_size)
+        ]
+
+        def decode(batch: list[int]) -> list[list[Segment]]:
+            features = np.stack([pad_or_trim(extractor(rendered[i])[..., :-1], frames[i]) for i in batch])
+            # The longest window last: its length bounds the tokens any window of the batch needs.
+            cap = _MIN_NEW_TOKENS + math.ceil(_MAX_TOKENS_PER_S * durations[batch[-1]])
+            options = self._decode_options(tokenizer, min(cap, self._model.max_length - len(tokenizer.sot_sequence)))
+            offsets = [(k + 1) * _BATCH_SPACING_S for k in range(len(batch))]
+            chunks = [{"offset": offset, "duration": durations[i]} for offset, i in zip(offsets, batch, strict=True)]
+            # A pipeline per batch: it carries the last speech time from window to window, which
+            # must start from 0 in each batch (see _BATCH_SPACING_S).
+            decoded = BatchedInferencePipeline(self._model).forward(features, tokenizer, chunks, options)
+            return [
+                [_as_segment(segment, options, offset) for segment in segments]
+                for offset, segments in zip(offsets, decoded, strict=True)
+            ]
+
         outputs: list[list[Segment]] = [[] for _ in windows]
-        for _, same_context in itertools.groupby(order, key=lambda i: frames[i]):
-            group = list(same_context)
-            for start in range(0, len(group), batch_size):
-                batch = group[start : start + batch_size]
-                features = np.stack([pad_or_trim(extractor(rendered[i])[..., :-1], frames[i]) for i in batch])
-                # The longest window last: its length bounds the tokens any window of the batch needs.
-                cap = _MIN_NEW_TOKENS + math.ceil(_MAX_TOKENS_PER_S * durations[batch[-1]])
-                options = self._decode_options(
-                    tokenizer, min(cap, self._model.max_length - len(tokenizer.sot_sequence))
-                )
-                offsets = [(k + 1) * _BATCH_SPACING_S for k in range(len(batch))]
-                chunks = [
-                    {"offset": offset, "duration": durations[i]} for offset, i in zip(offsets, batch, strict=True)
-                ]
-                pipeline.last_speech_timestamp = 0.0
-                decoded = pipeline.forward(features, tokenizer, chunks, options)
-                for i, offset, segments in zip(batch, offsets, decoded, strict=True):
-                    outputs[i] = [_as_segment(segment, options, offset) for segment in segments]
-        if not all(outputs):
-            raise RuntimeError("faster-whisper returned no output segment for a window")
+        for batch, decoded in zip(batches, self._map(decode, batches), strict=True):
+            for i, segments in zip(batch, decoded, strict=True):
+                outputs[i] = segments
         return outputs
 
     def _context_frames(self, duration_s: float) -> int:

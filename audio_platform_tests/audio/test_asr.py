@@ -6,9 +6,11 @@ import csv
 import dataclasses
 import itertools
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,6 +108,8 @@ def assert_words_well_formed(result: SegmentTranscript, start: float, end: float
         ({"batch_size": 2.5}, "batch_size"),
         ({"batch_size": -1}, "batch_size"),
         ({"cpu_threads": -1}, "cpu_threads"),
+        ({"workers": -1}, "workers"),
+        ({"workers": True}, "workers"),
         ({"language": " "}, "language"),
         ({"window_s": 31.0}, "window_s"),
         ({"window_s": 0.0}, "window_s"),
@@ -411,6 +415,56 @@ def test_a_files_transcript_does_not_depend_on_the_files_decoded_with_it(transcr
     assert together == alone
 
 
+def test_automatic_workers_are_one_thread_decoders_per_cpu_thread() -> None:
+    two = WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2))
+    assert (two.workers, two.threads_per_worker, two._model.model.num_workers) == (2, 1, 2)
+    one = WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2, workers=1))
+    assert (one.workers, one.threads_per_worker, one._model.model.num_workers) == (1, 2, 1)
+
+
+@needs_corpus
+def test_decoders_at_once_give_the_transcripts_of_one(
+    transcriber: WhisperTranscriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [*WER_CLIPS, *(f"audio/audiomnist/{p.name}" for p in sorted((CORPUS / "audio/audiomnist").iterdir()))]
+    items = [(audio, [(0.0, len(audio) / SAMPLE_RATE)]) for audio in (load_16k(p) for p in paths)]
+    threads: set[str] = set()
+    fallbacks: list[str] = []
+    forward, fallback = BatchedInferencePipeline.forward, WhisperTranscriber._decode_with_fallback
+
+    def spy_forward(self: BatchedInferencePipeline, *args: object) -> object:
+        threads.add(threading.current_thread().name)
+        return forward(self, *args)
+
+    def spy_fallback(self: WhisperTranscriber, *args: Any) -> Any:
+        fallbacks.append(threading.current_thread().name)
+        return fallback(self, *args)
+
+    monkeypatch.setattr(BatchedInferencePipeline, "forward", spy_forward)
+    monkeypatch.setattr(WhisperTranscriber, "_decode_with_fallback", spy_fallback)
+    assert transcriber.workers == 2
+    at_once = transcriber.transcribe_many(items)
+    assert len({t for t in threads if t.startswith("asr-decoder")}) == 2  # batches were decoded in parallel
+    assert fallbacks  # and pieces that failed were decoded again (in parallel when several failed at once)
+
+    # The same one-thread decoder alone (a different thread count changes CTranslate2's sums,
+    # and with them a word here and there): the same words and times; probabilities to float
+    # precision (one came out 4e-8 apart).
+    one_decoder = WhisperTranscriber(replace(transcriber.config, cpu_threads=1, workers=1))
+    assert one_decoder.threads_per_worker == transcriber.threads_per_worker == 1
+    alone = one_decoder.transcribe_many(items)
+
+    def said(results: list[list[SegmentTranscript]]) -> list[list[tuple[object, ...]]]:
+        return [[(r.text, [(w.word, w.start_s, w.end_s) for w in r.words]) for r in per_file] for per_file in results]
+
+    def scores(results: list[list[SegmentTranscript]]) -> list[float]:
+        return [x for per_file in results for r in per_file for x in (r.avg_logprob, r.no_speech_prob)]
+
+    assert said(alone) == said(at_once)
+    assert scores(alone) == pytest.approx(scores(at_once), rel=1e-5)
+    assert transcriber.transcribe_many(items) == at_once  # and decoders at once repeat themselves
+
+
 @needs_corpus
 def test_segments_come_back_in_input_order_including_empty_ones(transcriber: WhisperTranscriber) -> None:
     audio = load_16k("vad/vad_04.wav")
@@ -444,9 +498,10 @@ def test_segment_longer_than_the_window_is_split_and_rejoined(transcriber: Whisp
 
 @needs_corpus
 def test_progress_is_reported_while_decoding_and_adds_up_to_the_segments() -> None:
-    one_window_batches = WhisperTranscriber(AsrConfig(cpu_threads=2, batch_size=1))
+    # One decoder: decode calls of four one-window batches.
+    one_window_batches = WhisperTranscriber(AsrConfig(cpu_threads=2, batch_size=1, workers=1))
     items: list[tuple[np.ndarray, Sequence[tuple[float, float]]]] = []
-    for path in WER_CLIPS[5:12]:  # seven files, a window each: two decode calls of four one-window batches
+    for path in WER_CLIPS[5:12]:  # seven files, a window each: two decode calls
         audio = load_16k(path)
         items.append((audio, [(0.0, len(audio) / SAMPLE_RATE)]))
     audio, ((_, duration),) = items[0]
