@@ -575,8 +575,8 @@ def run_benchmark(
     vad_resource: VadResource = resources["vad"]
     asr_resource: AsrResource = resources["asr"]
     transcriber = asr_resource.build()
-    # The platform's automatic thread count (cpu_threads=0 resolves to this in WhisperTranscriber).
-    threads = asr_resource.cpu_threads or min(4, os.cpu_count() or 1)
+    # The platform's thread count (cpu_threads=0 resolved), which the baselines get as well.
+    threads = transcriber.cpu_threads
     models = PlatformModels(vad_resource.build(), transcriber, resources["curation"], settings.max_file_duration_s)
 
     loads = [os.getloadavg()[0]]
@@ -585,7 +585,10 @@ def run_benchmark(
     long_subset = next(s for s in subsets if s.name == LONG)
     warm = decode_mono_16k(long_subset.root / LONG_REL_PATH)[: 30 * SAMPLE_RATE]
     models.vad.detect(warm)
-    transcriber.transcribe(warm, [(0.0, warm.size / SAMPLE_RATE)])
+    # A batch for each decoder, so that each has made its first-call allocations.
+    transcriber.transcribe_many(
+        [(warm, [(0.0, warm.size / SAMPLE_RATE)])] * (transcriber.batch_size * transcriber.workers)
+    )
 
     stages: list[StageResult] = []
     runs: list[SystemRun] = []

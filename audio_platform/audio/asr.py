@@ -123,9 +123,10 @@ FALLBACK_LOG_PROB = -1.0
 _FALLBACK_SEED = 0
 # Batch sizes for batch_size=0 (auto). On CPU the encoder's self-attention scores (heads x 1500 x
 # 1500 floats per window) dominate memory: batch 8 peaked ~270 MB higher than batch 4 for the same
-# CPU seconds on 2 cores (batch 2 cost 8 % more CPU), so 4. On CUDA the batch is fitted to free
-# memory at a conservative per-window cost (large-v3 in float16 with word alignment), capped where
-# larger batches stop paying off, and halved on out-of-memory.
+# CPU seconds on 2 cores (batch 2 cost 8 % more CPU), so 4 (per decoder: `workers` batches are in
+# flight at once). On CUDA the batch is fitted to free memory at a conservative per-window cost
+# (large-v3 in float16 with word alignment), shared by the decoders, capped where larger batches
+# stop paying off, and halved on out-of-memory.
 CPU_AUTO_BATCH = 4
 _GPU_BYTES_PER_WINDOW = 512 << 20
 _GPU_MEMORY_SHARE = 0.5
@@ -191,14 +192,19 @@ class AsrConfig:
     """30-s windows decoded together; 0 = automatic (4 on CPU; on CUDA fitted to free GPU memory,
     halved on out-of-memory)."""
     cpu_threads: int = 0
-    """CPU threads of the ASR stage, all decoders together; 0 = the machine's cores, at most 4."""
-    # On 2 cores, two one-thread decoders transcribed the benchmark's corpus and keyword clips in
-    # 62-70 s where one two-thread decoder took 86-97 s, with the same transcripts: a decoder's
-    # threads idle while it extracts features and aligns words in Python, and at the ends of
-    # small matrix products; another decoder's batch fills them.
+    """CPU threads of the ASR stage, all decoders together; 0 = the CPUs this process may use, at
+    most 4."""
+    # On 2 cores (ASR stage on the benchmark's corpus and keyword clips, same VAD segments), two
+    # one-thread decoders took 62-70 s where one two-thread decoder took 86-97 s (75-77 s against
+    # 103-105 s in two later runs on a busier machine), with the same errors on every source: a
+    # decoder's threads idle while it extracts features and aligns words in Python, and at the
+    # ends of small matrix products; another decoder's batch fills them.
     workers: int = 0
     """Batches of windows decoded at once, each by its own decoder with `cpu_threads / workers`
-    threads; 0 = automatic: one per CPU thread on CPU, 1 on CUDA (where a batch fills the GPU)."""
+    threads (at most `cpu_threads` decoders on CPU); 0 = automatic: one per CPU thread on CPU, 1 on
+    CUDA (where one batch fills the GPU). A piece decoded again with sampling (temperature above 0,
+    rare) can then differ between runs, since the decoders draw random numbers in the order they
+    are free; 1 decoder repeats a run that starts with the same work."""
     language: str | None = "en"
     """Language to transcribe (a Whisper language code); null (`AUDIO_PLATFORM_ASR_LANGUAGE=null`):
     detect each file's language once from its speech and transcribe it in that language, recording
@@ -300,6 +306,13 @@ def _compute_type(config: AsrConfig, device: str) -> str:
     return "float16" if device == "cuda" else "int8"
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or taskset's cpuset), else
+    the machine's."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 def fitted_gpu_batch(free_bytes: int | None = None) -> int:
     """Windows per batch that fit in half the free GPU memory (``free_bytes``, else measured)."""
     if free_bytes is None:
@@ -399,10 +412,14 @@ class WhisperTranscriber:
         device = config.device
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        threads = config.cpu_threads or min(4, os.cpu_count() or 1)
+        threads = config.cpu_threads or min(4, usable_cpus())
 
         def load(device: str) -> tuple[WhisperModel, int, int]:
             workers = config.workers or (1 if device == "cuda" else threads)
+            if device == "cpu" and workers > threads:
+                raise ValueError(
+                    f"workers ({workers}) must not exceed cpu_threads ({threads}): a decoder needs a thread"
+                )
             per_worker = max(1, threads // workers)
             return (
                 _load_model(self._model_path, device, _compute_type(config, device), per_worker, workers),
@@ -421,8 +438,11 @@ class WhisperTranscriber:
             device = "cpu"
             self._model, self.workers, self.threads_per_worker = load(device)
         self.device = device
+        self.cpu_threads = threads
         self.compute_type = _compute_type(config, device)
-        self.batch_size = config.batch_size or (fitted_gpu_batch() if device == "cuda" else CPU_AUTO_BATCH)
+        self.batch_size = config.batch_size or (
+            max(1, fitted_gpu_batch() // self.workers) if device == "cuda" else CPU_AUTO_BATCH
+        )
 
     @property
     def model_name(self) -> str:
@@ -522,17 +542,15 @@ class WhisperTranscriber:
         heard = [item for item, spans in enumerate(speech) if spans]
         clips = [_speech_clip(audios[item], speech[item], extractor.n_samples) for item in heard]
 
+        def detect_batch(batch: list[np.ndarray]) -> list[tuple[str, float]]:
+            features = np.stack([extractor(c)[:, : extractor.nb_max_frames] for c in batch])
+            # Per file, every language token with its probability, the likeliest first.
+            ranked = self._model.model.detect_language(self._model.encode(features))
+            return [(tokens[0][0][2:-2], float(tokens[0][1])) for tokens in ranked]  # "<|de|>" -> "de"
+
         def detect(batch_size: int) -> list[tuple[str, float]]:
-            found: list[tuple[str, float]] = []
-            for start in range(0, len(clips), batch_size):
-                features = np.stack(
-                    [extractor(c)[:, : extractor.nb_max_frames] for c in clips[start : start + batch_size]]
-                )
-                # Per file, every language token with its probability, the likeliest first.
-                for ranked in self._model.model.detect_language(self._model.encode(features)):
-                    token, probability = ranked[0]
-                    found.append((token[2:-2], float(probability)))  # "<|de|>" -> "de"
-            return found
+            batches = [clips[start : start + batch_size] for start in range(0, len(clips), batch_size)]
+            return [found for per_batch in self._map(detect_batch, batches) for found in per_batch]
 
         detected, self.batch_size = halving_on_out_of_memory(detect, self.batch_size)
         for item, result in zip(heard, detected, strict=True):
@@ -615,11 +633,15 @@ class WhisperTranscriber:
 
     def _map(self, work: Callable[[_A], _T], items: Sequence[_A]) -> list[_T]:
         """``work`` on each item, up to ``workers`` at once (one per decoder of the model); the
-        results in the items' order. An item's exception is raised once all have finished."""
+        results in the items' order. On an exception (or an interrupt) the items not started are
+        dropped, and it is raised once those running have finished."""
         if self.workers == 1 or len(items) <= 1:
             return [work(item) for item in items]
-        with ThreadPoolExecutor(min(self.workers, len(items)), thread_name_prefix="asr-decoder") as pool:
+        pool = ThreadPoolExecutor(min(self.workers, len(items)), thread_name_prefix="asr-decoder")
+        try:
             return list(pool.map(work, items))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _decode_with_fallback(self, window: Window, audios: list[np.ndarray], language: str) -> _PieceResult:
         """Decode a one-piece window again as sequential Whisper does: with temperature fallback
@@ -630,7 +652,7 @@ class WhisperTranscriber:
         # Sampling above temperature 0 draws random numbers. CTranslate2 seeds each of its decoder
         # threads once, at its first draw: with one decoder a process that starts with the same
         # work repeats its transcripts; several decoders draw in the order they are free, so a
-        # piece that needed sampling may come out differently between runs (as with faster-whisper).
+        # piece that needed sampling may come out differently between runs (see AsrConfig.workers).
         ctranslate2.set_random_seed(_FALLBACK_SEED)
         outputs, _ = self._model.transcribe(
             render_window(window, audios),
