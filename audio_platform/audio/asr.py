@@ -198,13 +198,15 @@ class AsrConfig:
     # one-thread decoders took 62-70 s where one two-thread decoder took 86-97 s (75-77 s against
     # 103-105 s in two later runs on a busier machine), with the same errors on every source: a
     # decoder's threads idle while it extracts features and aligns words in Python, and at the
-    # ends of small matrix products; another decoder's batch fills them.
-    workers: int = 0
+    # ends of small matrix products; another decoder's batch fills them. Not the default yet: with
+    # a batch of 4 in flight per decoder the stage's peak RSS on a 25-min file rose from ~0.9 to
+    # 1.3 GiB and grew by 229 MiB more than on a 5-min file (one decoder: under 150 MiB).
+    workers: int = 1
     """Batches of windows decoded at once, each by its own decoder with `cpu_threads / workers`
-    threads (at most `cpu_threads` decoders on CPU); 0 = automatic: one per CPU thread on CPU, 1 on
-    CUDA (where one batch fills the GPU). A piece decoded again with sampling (temperature above 0,
-    rare) can then differ between runs, since the decoders draw random numbers in the order they
-    are free; 1 decoder repeats a run that starts with the same work."""
+    threads (at most `cpu_threads` decoders on CPU). 2 on 2 cores: about 1.35x faster ASR, but a
+    batch in flight per decoder (+0.4 GiB peak memory). A piece decoded again with sampling
+    (temperature above 0, rare) can then differ between runs, since the decoders draw random
+    numbers in the order they are free; 1 decoder repeats a run that starts with the same work."""
     language: str | None = "en"
     """Language to transcribe (a Whisper language code); null (`AUDIO_PLATFORM_ASR_LANGUAGE=null`):
     detect each file's language once from its speech and transcribe it in that language, recording
@@ -251,8 +253,8 @@ class AsrConfig:
             raise ValueError(f"batch_size must be an integer >= 0 (0 = automatic), got {self.batch_size!r}")
         if isinstance(self.cpu_threads, bool) or not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
             raise ValueError(f"cpu_threads must be an integer >= 0 (0 = automatic), got {self.cpu_threads!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"workers must be an integer >= 0 (0 = automatic), got {self.workers!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {self.workers!r}")
         if self.language is not None and not self.language.strip():
             raise ValueError("language must be a language code such as 'en', or None to detect it")
         if not 0.0 < self.window_s <= MAX_WINDOW_S:
@@ -415,7 +417,7 @@ class WhisperTranscriber:
         threads = config.cpu_threads or min(4, usable_cpus())
 
         def load(device: str) -> tuple[WhisperModel, int, int]:
-            workers = config.workers or (1 if device == "cuda" else threads)
+            workers = config.workers
             if device == "cpu" and workers > threads:
                 raise ValueError(
                     f"workers ({workers}) must not exceed cpu_threads ({threads}): a decoder needs a thread"

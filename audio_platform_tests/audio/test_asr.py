@@ -109,7 +109,7 @@ def assert_words_well_formed(result: SegmentTranscript, start: float, end: float
         ({"batch_size": 2.5}, "batch_size"),
         ({"batch_size": -1}, "batch_size"),
         ({"cpu_threads": -1}, "cpu_threads"),
-        ({"workers": -1}, "workers"),
+        ({"workers": 0}, "workers"),
         ({"workers": True}, "workers"),
         ({"language": " "}, "language"),
         ({"window_s": 31.0}, "window_s"),
@@ -416,10 +416,10 @@ def test_a_files_transcript_does_not_depend_on_the_files_decoded_with_it(transcr
     assert together == alone
 
 
-def test_automatic_workers_are_one_thread_decoders_per_cpu_thread() -> None:
-    two = WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2))
+def test_workers_share_the_threads_between_decoders() -> None:
+    two = WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2, workers=2))
     assert (two.workers, two.threads_per_worker, two._model.model.num_workers) == (2, 1, 2)
-    one = WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2, workers=1))
+    one = WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2))
     assert (one.workers, one.threads_per_worker, one._model.model.num_workers) == (1, 2, 1)
     assert WhisperTranscriber(AsrConfig(device="cpu")).cpu_threads == min(4, usable_cpus())
     with pytest.raises(ValueError, match=r"workers \(3\) must not exceed cpu_threads \(2\)"):
@@ -452,8 +452,8 @@ def test_decoders_at_once_give_the_transcripts_of_one(
 
     monkeypatch.setattr(BatchedInferencePipeline, "forward", spy_forward)
     monkeypatch.setattr(WhisperModel, "generate_with_fallback", spy_fallback)
-    assert transcriber.workers == 2
-    at_once = transcriber.transcribe_many(items)
+    decoders = WhisperTranscriber(replace(transcriber.config, workers=2))
+    at_once = decoders.transcribe_many(items)
     batches.sort()
     assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(batches))  # two decoded at once
     # Pieces that failed were decoded again, without sampling: what follows may ask for equal
@@ -464,7 +464,7 @@ def test_decoders_at_once_give_the_transcripts_of_one(
     # and with them a word here and there): the same words and times; probabilities to float
     # precision (one came out 4e-8 apart).
     one_decoder = WhisperTranscriber(replace(transcriber.config, cpu_threads=1, workers=1))
-    assert one_decoder.threads_per_worker == transcriber.threads_per_worker == 1
+    assert one_decoder.threads_per_worker == decoders.threads_per_worker == 1
     alone = one_decoder.transcribe_many(items)
 
     def said(results: list[list[SegmentTranscript]]) -> list[list[tuple[object, ...]]]:
@@ -475,7 +475,7 @@ def test_decoders_at_once_give_the_transcripts_of_one(
 
     assert said(alone) == said(at_once)
     assert scores(alone) == pytest.approx(scores(at_once), rel=1e-5)
-    assert transcriber.transcribe_many(items) == at_once  # and decoders at once repeat themselves
+    assert decoders.transcribe_many(items) == at_once  # and decoders at once repeat themselves
 
 
 @needs_corpus
