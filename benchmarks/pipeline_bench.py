@@ -101,7 +101,7 @@ LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("greedy (beam 1)", {"beam_size": 1}),
     ("30-s encoder context for every window", {"short_context_s": 0.0}),
     ("windows shared across files", {"pack_across_files": True}),
-    ("two one-thread decoders", {"workers": 2, "cpu_threads": 2}),
+    ("one decoder with every thread", {"workers": 1}),
 )
 SHIPPED = "shipped default"
 # Sources smaller than this are listed but not judged (one word more or less swings them).

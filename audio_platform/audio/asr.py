@@ -123,11 +123,16 @@ FALLBACK_LOG_PROB = -1.0
 _FALLBACK_SEED = 0
 # Batch sizes for batch_size=0 (auto). On CPU the encoder's self-attention scores (heads x 1500 x
 # 1500 floats per window) dominate memory: batch 8 peaked ~270 MB higher than batch 4 for the same
-# CPU seconds on 2 cores (batch 2 cost 8 % more CPU), so 4 (per decoder: `workers` batches are in
-# flight at once). On CUDA the batch is fitted to free memory at a conservative per-window cost
-# (large-v3 in float16 with word alignment), shared by the decoders, capped where larger batches
-# stop paying off, and halved on out-of-memory.
+# CPU seconds on 2 cores (batch 2 cost 8 % more CPU), so 4 windows in flight at once, shared by the
+# decoders (a batch of 2 each for two: with a batch of 4 each, the ASR stage's peak RSS on a 25-min
+# file was 1.2-1.3 GiB instead of 0.9 and grew with the duration). On CUDA the batch is fitted to
+# free memory at a conservative per-window cost (large-v3 in float16 with word alignment), shared
+# by the decoders, capped where larger batches stop paying off, and halved on out-of-memory.
 CPU_AUTO_BATCH = 4
+# Decoders for workers=0 (auto) on CPU: two one-thread decoders on 2 cores were ~1.35x faster than
+# one two-thread decoder with the same errors on every source (see AsrConfig.workers); more than
+# two is not measured. One on CUDA: its batch already fills the device.
+CPU_AUTO_DECODERS = 2
 _GPU_BYTES_PER_WINDOW = 512 << 20
 _GPU_MEMORY_SHARE = 0.5
 _GPU_MAX_BATCH = 64
@@ -198,15 +203,14 @@ class AsrConfig:
     # one-thread decoders took 62-70 s where one two-thread decoder took 86-97 s (75-77 s against
     # 103-105 s in two later runs on a busier machine), with the same errors on every source: a
     # decoder's threads idle while it extracts features and aligns words in Python, and at the
-    # ends of small matrix products; another decoder's batch fills them. Not the default yet: with
-    # a batch of 4 in flight per decoder the stage's peak RSS on a 25-min file rose from ~0.9 to
-    # 1.3 GiB and grew by 229 MiB more than on a 5-min file (one decoder: under 150 MiB).
-    workers: int = 1
+    # ends of small matrix products; another decoder's batch fills them. The decoders share the
+    # automatic batch (CPU_AUTO_BATCH), so the windows in flight, and the memory, stay as with one.
+    workers: int = 0
     """Batches of windows decoded at once, each by its own decoder with `cpu_threads / workers`
-    threads (at most `cpu_threads` decoders on CPU). 2 on 2 cores: about 1.35x faster ASR, but a
-    batch in flight per decoder (+0.4 GiB peak memory). A piece decoded again with sampling
-    (temperature above 0, rare) can then differ between runs, since the decoders draw random
-    numbers in the order they are free; 1 decoder repeats a run that starts with the same work."""
+    threads (at most `cpu_threads` decoders on CPU); 0 = automatic: 2 on CPU (1 with one thread),
+    1 on CUDA. A piece decoded again with sampling (temperature above 0, rare) can differ between
+    runs with several decoders, since they draw random numbers in the order they are free; 1
+    decoder repeats a run that starts with the same work."""
     language: str | None = "en"
     """Language to transcribe (a Whisper language code); null (`AUDIO_PLATFORM_ASR_LANGUAGE=null`):
     detect each file's language once from its speech and transcribe it in that language, recording
@@ -253,8 +257,8 @@ class AsrConfig:
             raise ValueError(f"batch_size must be an integer >= 0 (0 = automatic), got {self.batch_size!r}")
         if isinstance(self.cpu_threads, bool) or not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
             raise ValueError(f"cpu_threads must be an integer >= 0 (0 = automatic), got {self.cpu_threads!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"workers must be an integer >= 1, got {self.workers!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be an integer >= 0 (0 = automatic), got {self.workers!r}")
         if self.language is not None and not self.language.strip():
             raise ValueError("language must be a language code such as 'en', or None to detect it")
         if not 0.0 < self.window_s <= MAX_WINDOW_S:
@@ -416,21 +420,17 @@ class WhisperTranscriber:
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         threads = config.cpu_threads or min(4, usable_cpus())
 
-        def load(device: str) -> tuple[WhisperModel, int, int]:
-            workers = config.workers
+        def load(device: str) -> tuple[WhisperModel, int]:
+            workers = config.workers or (min(CPU_AUTO_DECODERS, threads) if device == "cpu" else 1)
             if device == "cpu" and workers > threads:
                 raise ValueError(
                     f"workers ({workers}) must not exceed cpu_threads ({threads}): a decoder needs a thread"
                 )
             per_worker = max(1, threads // workers)
-            return (
-                _load_model(self._model_path, device, _compute_type(config, device), per_worker, workers),
-                workers,
-                per_worker,
-            )
+            return _load_model(self._model_path, device, _compute_type(config, device), per_worker, workers), workers
 
         try:
-            self._model, self.workers, self.threads_per_worker = load(device)
+            self._model, self.workers = load(device)
         except (RuntimeError, ValueError) as err:
             # A visible GPU can still be unusable (driver mismatch, another process holding it):
             # with device=auto the shard goes on on the CPU instead of failing.
@@ -438,12 +438,13 @@ class WhisperTranscriber:
                 raise
             _log.warning("CUDA model load failed (%s); falling back to the CPU", err)
             device = "cpu"
-            self._model, self.workers, self.threads_per_worker = load(device)
+            self._model, self.workers = load(device)
         self.device = device
         self.cpu_threads = threads
+        self.threads_per_worker = max(1, threads // self.workers)
         self.compute_type = _compute_type(config, device)
-        self.batch_size = config.batch_size or (
-            max(1, fitted_gpu_batch() // self.workers) if device == "cuda" else CPU_AUTO_BATCH
+        self.batch_size = config.batch_size or max(
+            1, (fitted_gpu_batch() if device == "cuda" else CPU_AUTO_BATCH) // self.workers
         )
 
     @property
@@ -694,6 +695,8 @@ class WhisperTranscriber:
         durations = [len(r) / SAMPLE_RATE for r in rendered]
         frames = [self._context_frames(d) for d in durations]
         order = sorted(range(len(windows)), key=lambda i: (frames[i], durations[i]))
+        options = self._decode_options(tokenizer)
+        token_room = self._model.max_length - len(tokenizer.sot_sequence)
         batches = [
             group[start : start + batch_size]
             for group in (list(same) for _, same in itertools.groupby(order, key=lambda i: frames[i]))
@@ -704,14 +707,14 @@ class WhisperTranscriber:
             features = np.stack([pad_or_trim(extractor(rendered[i])[..., :-1], frames[i]) for i in batch])
             # The longest window last: its length bounds the tokens any window of the batch needs.
             cap = _MIN_NEW_TOKENS + math.ceil(_MAX_TOKENS_PER_S * durations[batch[-1]])
-            options = self._decode_options(tokenizer, min(cap, self._model.max_length - len(tokenizer.sot_sequence)))
+            capped = dataclasses.replace(options, max_new_tokens=min(cap, token_room))
             offsets = [(k + 1) * _BATCH_SPACING_S for k in range(len(batch))]
             chunks = [{"offset": offset, "duration": durations[i]} for offset, i in zip(offsets, batch, strict=True)]
             # A pipeline per batch: it carries the last speech time from window to window, which
             # must start from 0 in each batch (see _BATCH_SPACING_S).
-            decoded = BatchedInferencePipeline(self._model).forward(features, tokenizer, chunks, options)
+            decoded = BatchedInferencePipeline(self._model).forward(features, tokenizer, chunks, capped)
             return [
-                [_as_segment(segment, options, offset) for segment in segments]
+                [_as_segment(segment, capped, offset) for segment in segments]
                 for offset, segments in zip(offsets, decoded, strict=True)
             ]
 
@@ -733,10 +736,10 @@ class WhisperTranscriber:
             return round(short_s * self._model.frames_per_second)
         return int(self._model.feature_extractor.nb_max_frames)
 
-    def _decode_options(self, tokenizer: Tokenizer, max_new_tokens: int) -> TranscriptionOptions:
+    def _decode_options(self, tokenizer: Tokenizer) -> TranscriptionOptions:
         """The options faster-whisper's batched ``transcribe`` would build for this module's
         settings (its own defaults for the rest): one temperature, no conditioning, timestamp
-        tokens, word timestamps."""
+        tokens, word timestamps; ``max_new_tokens`` is set per batch."""
         defaults = _transcribe_defaults()
         chosen: dict[str, Any] = {
             "beam_size": self.config.beam_size,
@@ -749,7 +752,7 @@ class WhisperTranscriber:
             "word_timestamps": True,
             "suppress_tokens": get_suppressed_tokens(tokenizer, defaults["suppress_tokens"]),
             "multilingual": False,
-            "max_new_tokens": max_new_tokens,
+            "max_new_tokens": None,
             "clip_timestamps": [],
             "hallucination_silence_threshold": None,
         }
@@ -826,7 +829,7 @@ def _failed_decode(piece: Piece, words: list[tuple[WordTiming, str]], window_avg
         _compression_ratio(text) > FALLBACK_COMPRESSION_RATIO
         or _said_twice([w for w, _ in words])
         or window_avg_logprob < FALLBACK_LOG_PROB
-        or len(words) > _DENSE_WORDS_PER_S * piece.duration_s + 2
+        or _too_dense(piece, len(words))
         or _skipped_speech([w for w, _ in words])
     )
 
@@ -836,8 +839,12 @@ def _implausible(piece: Piece, words: list[WordTiming]) -> bool:
     in a packed window (a garbled word or two for a whole sentence, words skipped), or a
     neighbour's words landed in this piece. Such a piece is decoded again in a window of its own."""
     sparse = piece.duration_s >= _SPARSE_MIN_S and len(words) < _SPARSE_WORDS_PER_S * piece.duration_s
-    dense = len(words) > _DENSE_WORDS_PER_S * piece.duration_s + 2
-    return sparse or dense or _skipped_speech(words) or _said_twice(words)
+    return sparse or _too_dense(piece, len(words)) or _skipped_speech(words) or _said_twice(words)
+
+
+def _too_dense(piece: Piece, word_count: int) -> bool:
+    """More words than the piece's audio can hold: a hallucinated loop or a neighbour's words."""
+    return word_count > _DENSE_WORDS_PER_S * piece.duration_s + 2
 
 
 def _said_twice(words: Sequence[WordTiming]) -> bool:

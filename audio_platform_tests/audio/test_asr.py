@@ -109,7 +109,7 @@ def assert_words_well_formed(result: SegmentTranscript, start: float, end: float
         ({"batch_size": 2.5}, "batch_size"),
         ({"batch_size": -1}, "batch_size"),
         ({"cpu_threads": -1}, "cpu_threads"),
-        ({"workers": 0}, "workers"),
+        ({"workers": -1}, "workers"),
         ({"workers": True}, "workers"),
         ({"language": " "}, "language"),
         ({"window_s": 31.0}, "window_s"),
@@ -126,7 +126,8 @@ def test_config_rejects_bad_values(kwargs: dict[str, object], message: str) -> N
 
 
 def test_automatic_batch_size_is_the_cpu_default_here_and_fits_free_gpu_memory() -> None:
-    assert WhisperTranscriber(AsrConfig(device="cpu")).batch_size == CPU_AUTO_BATCH
+    automatic = WhisperTranscriber(AsrConfig(device="cpu"))
+    assert automatic.batch_size * automatic.workers == CPU_AUTO_BATCH  # windows in flight, whatever the decoders
     assert WhisperTranscriber(AsrConfig(device="cpu", batch_size=3)).batch_size == 3
     gib = 1 << 30
     assert fitted_gpu_batch(free_bytes=0) == 1  # never below one window
@@ -370,7 +371,7 @@ def test_decode_options_are_those_faster_whispers_batched_transcribe_builds(tran
     )
     tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
 
-    ours = dataclasses.asdict(transcriber._decode_options(tokenizer, max_new_tokens=40))
+    ours = dataclasses.asdict(dataclasses.replace(transcriber._decode_options(tokenizer), max_new_tokens=40))
     theirs = dataclasses.asdict(info.transcription_options)
     assert ours == theirs | {"clip_timestamps": []}
 
@@ -416,11 +417,17 @@ def test_a_files_transcript_does_not_depend_on_the_files_decoded_with_it(transcr
     assert together == alone
 
 
-def test_workers_share_the_threads_between_decoders() -> None:
-    two = WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2, workers=2))
-    assert (two.workers, two.threads_per_worker, two._model.model.num_workers) == (2, 1, 2)
-    one = WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2))
-    assert (one.workers, one.threads_per_worker, one._model.model.num_workers) == (1, 2, 1)
+def test_workers_share_the_threads_and_the_batch_between_decoders() -> None:
+    def decoders(transcriber: WhisperTranscriber) -> tuple[int, int, int, int]:
+        model = transcriber._model.model
+        return transcriber.workers, transcriber.threads_per_worker, model.num_workers, transcriber.batch_size
+
+    # Automatic: two one-thread decoders on two threads, the batch of 4 split between them.
+    assert decoders(WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2))) == (2, 1, 2, CPU_AUTO_BATCH // 2)
+    assert decoders(WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=4))) == (2, 2, 2, CPU_AUTO_BATCH // 2)
+    assert decoders(WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=1))) == (1, 1, 1, CPU_AUTO_BATCH)
+    assert decoders(WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2, workers=1))) == (1, 2, 1, CPU_AUTO_BATCH)
+    assert WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2, workers=2, batch_size=3)).batch_size == 3
     assert WhisperTranscriber(AsrConfig(device="cpu")).cpu_threads == min(4, usable_cpus())
     with pytest.raises(ValueError, match=r"workers \(3\) must not exceed cpu_threads \(2\)"):
         WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2, workers=3))
@@ -460,12 +467,13 @@ def test_decoders_at_once_give_the_transcripts_of_one(
     # transcripts (a piece decoded again at a temperature above 0 may differ between runs).
     assert fallback_temperatures and set(fallback_temperatures) == {0.0}
 
-    # The same one-thread decoder alone (a different thread count changes CTranslate2's sums,
-    # and with them a word here and there): the same words and times; probabilities to float
-    # precision (one came out 4e-8 apart).
-    one_decoder = WhisperTranscriber(replace(transcriber.config, cpu_threads=1, workers=1))
-    assert one_decoder.threads_per_worker == decoders.threads_per_worker == 1
-    alone = one_decoder.transcribe_many(items)
+    # The same batches on the same one-thread decoders, one at a time (a batch's make-up and the
+    # thread count change CTranslate2's sums, and with them a word time here and there, so both
+    # stay as they are): the same words and times; probabilities to float precision.
+    assert decoders.threads_per_worker == 1
+    one_at_a_time = WhisperTranscriber(decoders.config)
+    monkeypatch.setattr(one_at_a_time, "_map", lambda work, items: [work(item) for item in items])
+    alone = one_at_a_time.transcribe_many(items)
 
     def said(results: list[list[SegmentTranscript]]) -> list[list[tuple[object, ...]]]:
         return [[(r.text, [(w.word, w.start_s, w.end_s) for w in r.words]) for r in per_file] for per_file in results]
