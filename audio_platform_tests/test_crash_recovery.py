@@ -15,8 +15,9 @@ one runs to completion. Kill points are events, not delays: the kill comes as so
 After every kill, each Parquet file a reader can see must be whole, and the killed writers' hidden
 temp files must stay invisible to DuckDB's lake globs. No column is excluded from the comparison:
 every stage is deterministic for the same inputs and shard layout (ONNX VAD, CTranslate2 on CPU
-with the same thread count and batch composition), and timings live in Dagster metadata, not in
-the tables.
+with the same thread count and batch composition, and one ASR decoder: with several, a piece
+decoded again with sampling may differ between runs), and timings live in Dagster metadata, not
+in the tables.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _build_drop(folder: Path) -> None:
 def _start(drop: Path, home: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [str(AUDIO_PLATFORM), "process", str(drop), "--shard-size", str(SHARD_SIZE)],
-        env={**os.environ, "AUDIO_PLATFORM_HOME": str(home)},
+        env={**os.environ, "AUDIO_PLATFORM_HOME": str(home), "AUDIO_PLATFORM_ASR_WORKERS": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group, so the kill reaches anything it started

@@ -129,9 +129,10 @@ _FALLBACK_SEED = 0
 # free memory at a conservative per-window cost (large-v3 in float16 with word alignment), shared
 # by the decoders, capped where larger batches stop paying off, and halved on out-of-memory.
 CPU_AUTO_BATCH = 4
-# Decoders for workers=0 (auto) on CPU: two one-thread decoders on 2 cores were ~1.35x faster than
-# one two-thread decoder with the same errors on every source (see AsrConfig.workers); more than
-# two is not measured. One on CUDA: its batch already fills the device.
+# Decoders for workers=0 (auto) on CPU with an even thread count (an odd one would leave a thread
+# idle): two one-thread decoders on 2 cores were ~1.35x faster than one two-thread decoder with
+# the same errors on every source (see AsrConfig.workers); more than two is not measured. One on
+# CUDA: its batch already fills the device.
 CPU_AUTO_DECODERS = 2
 _GPU_BYTES_PER_WINDOW = 512 << 20
 _GPU_MEMORY_SHARE = 0.5
@@ -194,21 +195,23 @@ class AsrConfig:
     beam_size: int = 5
     """Beam width of the decoder (1 = greedy)."""
     batch_size: int = 0
-    """30-s windows decoded together; 0 = automatic (4 on CPU; on CUDA fitted to free GPU memory,
-    halved on out-of-memory)."""
+    """Windows each decoder decodes together (windows in flight: `batch_size x workers`); 0 =
+    automatic: 4 in flight on CPU, shared by the decoders (2 each for two); on CUDA fitted to free
+    GPU memory; halved on out-of-memory."""
     cpu_threads: int = 0
     """CPU threads of the ASR stage, all decoders together; 0 = the CPUs this process may use, at
     most 4."""
     # On 2 cores (ASR stage on the benchmark's corpus and keyword clips, same VAD segments), two
-    # one-thread decoders took 62-70 s where one two-thread decoder took 86-97 s (75-77 s against
-    # 103-105 s in two later runs on a busier machine), with the same errors on every source: a
-    # decoder's threads idle while it extracts features and aligns words in Python, and at the
-    # ends of small matrix products; another decoder's batch fills them. The decoders share the
-    # automatic batch (CPU_AUTO_BATCH), so the windows in flight, and the memory, stay as with one.
+    # one-thread decoders with a batch of 2 each took 85-87 s where one two-thread decoder with a
+    # batch of 4 took 115-116 s, with the same errors on every source: a decoder's threads idle
+    # while it extracts features and aligns words in Python, and at the ends of small matrix
+    # products; another decoder's batch fills them. They share the automatic batch
+    # (CPU_AUTO_BATCH), so the windows in flight stay as with one decoder: the stage's peak RSS
+    # on a 25-min file was 932 MiB against 851 (a batch of 4 each: 1,226 MiB).
     workers: int = 0
     """Batches of windows decoded at once, each by its own decoder with `cpu_threads / workers`
-    threads (at most `cpu_threads` decoders on CPU); 0 = automatic: 2 on CPU (1 with one thread),
-    1 on CUDA. A piece decoded again with sampling (temperature above 0, rare) can differ between
+    threads (at most `cpu_threads` decoders on CPU); 0 = automatic: 2 on CPU with an even thread
+    count, else 1; 1 on CUDA. A piece decoded again with sampling (temperature above 0, rare) can differ between
     runs with several decoders, since they draw random numbers in the order they are free; 1
     decoder repeats a run that starts with the same work."""
     language: str | None = "en"
@@ -420,17 +423,19 @@ class WhisperTranscriber:
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         threads = config.cpu_threads or min(4, usable_cpus())
 
-        def load(device: str) -> tuple[WhisperModel, int]:
-            workers = config.workers or (min(CPU_AUTO_DECODERS, threads) if device == "cpu" else 1)
+        def load(device: str) -> tuple[WhisperModel, int, int]:
+            automatic = CPU_AUTO_DECODERS if device == "cpu" and threads % CPU_AUTO_DECODERS == 0 else 1
+            workers = config.workers or automatic
             if device == "cpu" and workers > threads:
                 raise ValueError(
                     f"workers ({workers}) must not exceed cpu_threads ({threads}): a decoder needs a thread"
                 )
             per_worker = max(1, threads // workers)
-            return _load_model(self._model_path, device, _compute_type(config, device), per_worker, workers), workers
+            model = _load_model(self._model_path, device, _compute_type(config, device), per_worker, workers)
+            return model, workers, per_worker
 
         try:
-            self._model, self.workers = load(device)
+            self._model, self.workers, self.threads_per_worker = load(device)
         except (RuntimeError, ValueError) as err:
             # A visible GPU can still be unusable (driver mismatch, another process holding it):
             # with device=auto the shard goes on on the CPU instead of failing.
@@ -438,10 +443,9 @@ class WhisperTranscriber:
                 raise
             _log.warning("CUDA model load failed (%s); falling back to the CPU", err)
             device = "cpu"
-            self._model, self.workers = load(device)
+            self._model, self.workers, self.threads_per_worker = load(device)
         self.device = device
         self.cpu_threads = threads
-        self.threads_per_worker = max(1, threads // self.workers)
         self.compute_type = _compute_type(config, device)
         self.batch_size = config.batch_size or max(
             1, (fitted_gpu_batch() if device == "cuda" else CPU_AUTO_BATCH) // self.workers
@@ -587,9 +591,11 @@ class WhisperTranscriber:
             # Decode a few batches of windows at a time: rendering every window of a long file at
             # once (and faster-whisper's features for all of them) makes memory grow with speech length.
             # Each call's windows are placed (and progress reported) before the next call.
-            step = _WINDOWS_PER_CALL_BATCHES * self.batch_size * self.workers
-            for start in range(0, len(windows), step):
-                chunk = windows[start : start + step]
+            start = 0
+            while start < len(windows):
+                # Sized per call: an out-of-memory halving shrinks the calls after it too.
+                chunk = windows[start : start + _WINDOWS_PER_CALL_BATCHES * self.batch_size * self.workers]
+                start += len(chunk)
                 chunk_outputs, self.batch_size = halving_on_out_of_memory(
                     functools.partial(self._run, chunk, audios, language), self.batch_size
                 )

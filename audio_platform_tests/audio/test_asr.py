@@ -19,6 +19,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from scipy.signal import resample_poly
 
+from audio_platform.audio import asr as asr_module
 from audio_platform.audio.asr import (
     CPU_AUTO_BATCH,
     SAMPLE_RATE,
@@ -426,6 +427,8 @@ def test_workers_share_the_threads_and_the_batch_between_decoders() -> None:
     assert decoders(WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2))) == (2, 1, 2, CPU_AUTO_BATCH // 2)
     assert decoders(WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=4))) == (2, 2, 2, CPU_AUTO_BATCH // 2)
     assert decoders(WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=1))) == (1, 1, 1, CPU_AUTO_BATCH)
+    # An odd count: one decoder with every thread, none left idle.
+    assert decoders(WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=3))) == (1, 3, 1, CPU_AUTO_BATCH)
     assert decoders(WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2, workers=1))) == (1, 2, 1, CPU_AUTO_BATCH)
     assert WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2, workers=2, batch_size=3)).batch_size == 3
     assert WhisperTranscriber(AsrConfig(device="cpu")).cpu_threads == min(4, usable_cpus())
@@ -433,8 +436,38 @@ def test_workers_share_the_threads_and_the_batch_between_decoders() -> None:
         WhisperTranscriber(AsrConfig(device="cpu", cpu_threads=2, workers=3))
 
 
+def test_cuda_gets_one_decoder_with_the_fitted_batch_and_a_failed_load_the_cpu_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    load = asr_module._load_model
+    monkeypatch.setattr(asr_module.ctranslate2, "get_cuda_device_count", lambda: 1)
+    monkeypatch.setattr(asr_module, "fitted_gpu_batch", lambda: 8)
+
+    # A usable GPU (the CPU model stands in for it): one decoder, the whole fitted batch.
+    def cpu_as_gpu(path: str, device: str, compute: str, threads: int, workers: int) -> WhisperModel:
+        return load(path, "cpu", "int8", threads, workers)
+
+    monkeypatch.setattr(asr_module, "_load_model", cpu_as_gpu)
+    on_gpu = WhisperTranscriber(AsrConfig(cpu_threads=2))
+    assert (on_gpu.device, on_gpu.workers, on_gpu.batch_size) == ("cuda", 1, 8)
+
+    def unusable_gpu(path: str, device: str, compute: str, threads: int, workers: int) -> WhisperModel:
+        if device == "cuda":
+            raise RuntimeError("CUDA driver version is insufficient")
+        return load(path, device, compute, threads, workers)
+
+    monkeypatch.setattr(asr_module, "_load_model", unusable_gpu)
+    fell_back = WhisperTranscriber(AsrConfig(cpu_threads=2))
+    assert (fell_back.device, fell_back.workers, fell_back.threads_per_worker, fell_back.batch_size) == (
+        "cpu",
+        2,
+        1,
+        CPU_AUTO_BATCH // 2,
+    )
+
+
 @needs_corpus
-def test_decoders_at_once_give_the_transcripts_of_one(
+def test_decoders_at_once_give_the_transcripts_of_one_at_a_time(
     transcriber: WhisperTranscriber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # vad_09 as one segment is decoded again at temperature 0.2 (sampling, see below).
@@ -467,9 +500,10 @@ def test_decoders_at_once_give_the_transcripts_of_one(
     # transcripts (a piece decoded again at a temperature above 0 may differ between runs).
     assert fallback_temperatures and set(fallback_temperatures) == {0.0}
 
-    # The same batches on the same one-thread decoders, one at a time (a batch's make-up and the
-    # thread count change CTranslate2's sums, and with them a word time here and there, so both
-    # stay as they are): the same words and times; probabilities to float precision.
+    # The same batches on the same one-thread decoders, one at a time: the same words and times;
+    # probabilities to float precision. (Not compared: one decoder with both threads, or other
+    # batches; a batch's make-up and the thread count change CTranslate2's sums, and with them a
+    # word time here and there: 1.44 s instead of 1.46 s for one digit.)
     assert decoders.threads_per_worker == 1
     one_at_a_time = WhisperTranscriber(decoders.config)
     monkeypatch.setattr(one_at_a_time, "_map", lambda work, items: [work(item) for item in items])
@@ -507,7 +541,7 @@ def test_segments_come_back_in_input_order_including_empty_ones(transcriber: Whi
 @needs_corpus
 def test_segment_longer_than_the_window_is_split_and_rejoined(transcriber: WhisperTranscriber) -> None:
     short_windows = WhisperTranscriber(AsrConfig(cpu_threads=2, window_s=6.0))
-    assert short_windows._model is transcriber._model  # one cached model per (path, device, type, threads)
+    assert short_windows._model is transcriber._model  # one cached model per (path, device, type, threads, decoders)
     audio = load_16k("audio/whisper/jfk.flac")
     duration = len(audio) / SAMPLE_RATE
 
