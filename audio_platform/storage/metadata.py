@@ -71,10 +71,20 @@ def _first(row: dict[str, str | None], names: tuple[str, ...]) -> str | None:
     return None
 
 
+def _inside_and_present(root: Path, rel_path: str) -> bool:
+    """``rel_path`` (normalised, '/'-separated) stays inside ``root`` and is a file there."""
+    inside = not (rel_path == ".." or rel_path.startswith("../") or posixpath.isabs(rel_path))
+    return inside and (root / rel_path).is_file()
+
+
 def drop_metadata(drop_root: Path, rel_paths: Iterable[str]) -> tuple[pl.DataFrame, list[str]]:
     """Each of ``rel_paths`` (audio files of the drop, '/'-separated) with its metadata row
     (schema ``METADATA_SCHEMA``), and the problems of the drop's metadata files: unreadable
-    files and rows naming no audio file of the drop. Without any metadata file: no rows."""
+    files and rows naming no file of the drop. Without any metadata file: no rows.
+
+    ``rel_paths`` may be one shard's files: a row naming a file outside them is a problem only
+    when no such file exists in the drop (a shard of a big drop sees most rows name other shards'
+    files)."""
     root = Path(drop_root)
     wanted = sorted(set(rel_paths))
     folders = {posixpath.dirname(p) for p in wanted}
@@ -101,10 +111,9 @@ def drop_metadata(drop_root: Path, rel_paths: Iterable[str]) -> tuple[pl.DataFra
                 continue
             rows = {posixpath.normpath(posixpath.join(folder, r["file_name"] or "")): r for r in frame.to_dicts()}
             tables[folder] = (meta_rel, rows, note)
-            named_elsewhere = sorted(set(rows) - set(wanted))
-            if named_elsewhere:
-                count, example = len(named_elsewhere), named_elsewhere[0]
-                problems.append(f"{meta_rel}: {count} row(s) name no audio file of the drop, e.g. {example}")
+            missing = sorted(rel for rel in set(rows) - set(wanted) if not _inside_and_present(root, rel))
+            if missing:
+                problems.append(f"{meta_rel}: {len(missing)} row(s) name no file of the drop, e.g. {missing[0]}")
     if not tables:
         return pl.DataFrame(schema=METADATA_SCHEMA), problems
     records: list[dict[str, str | None]] = []

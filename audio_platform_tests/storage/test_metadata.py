@@ -45,7 +45,19 @@ def test_jsonl_in_a_subfolder_applies_to_its_files_only_and_names_missing_files(
     assert (rows["train/x.flac"]["reference_text"], rows["train/x.flac"]["language"]) == ("eins", "de")
     assert json.loads(rows["train/x.flac"]["fields"])["extra"] == '{"n": 1}'
     assert (rows["train/deep/y.flac"]["reference_text"], rows["train/deep/y.flac"]["speaker"]) == ("zwei", "p9")
-    assert problems == ["train/metadata.jsonl: 1 row(s) name no audio file of the drop, e.g. train/gone.flac"]
+    assert problems == ["train/metadata.jsonl: 1 row(s) name no file of the drop, e.g. train/gone.flac"]
+
+
+def test_a_shard_sees_rows_of_other_shards_files_without_a_problem(tmp_path: Path) -> None:
+    _touch(tmp_path, "a.wav", "b.wav")
+    (tmp_path / "metadata.csv").write_text(
+        "file_name,text\na.wav,one\nb.wav,two\n../outside.wav,three\nc.wav,four\n", encoding="utf-8"
+    )
+    (tmp_path.parent / "outside.wav").write_bytes(b"")
+    # This shard holds a.wav only; b.wav is another shard's; the other two are nowhere in the drop.
+    frame, problems = drop_metadata(tmp_path, ["a.wav"])
+    assert frame["rel_path"].to_list() == ["a.wav"]
+    assert problems == ["metadata.csv: 2 row(s) name no file of the drop, e.g. ../outside.wav"]
 
 
 def test_unreadable_metadata_is_a_reason_not_a_crash(tmp_path: Path) -> None:
