@@ -564,6 +564,48 @@ class WhisperTranscriber:
             languages[item] = result
         return languages
 
+    def hypotheses(self, clips: Sequence[np.ndarray], count: int) -> list[list[str]]:
+        """The ``count`` likeliest texts of each 16 kHz mono clip (at most 30 s), likeliest first:
+        each clip decoded alone in a 30-s window, without timestamps or fallback, with a beam of
+        ``max(beam_size, count)`` (CTranslate2's n-best list), in the configured language (`en`
+        when it is detected per file)."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        tokenizer = Tokenizer(
+            self._model.hf_tokenizer,
+            self._model.model.is_multilingual,
+            task="transcribe",
+            language=self.config.language or "en",
+        )
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        extractor = self._model.feature_extractor
+        suppressed = get_suppressed_tokens(tokenizer, _transcribe_defaults()["suppress_tokens"])
+
+        def decode_batch(batch: list[np.ndarray]) -> list[list[str]]:
+            if any(len(clip) > extractor.n_samples for clip in batch):
+                raise ValueError(f"clips must be at most {extractor.n_samples / SAMPLE_RATE:.0f} s long")
+            features = np.stack([pad_or_trim(extractor(clip)[..., :-1]) for clip in batch])
+            longest_s = max(len(clip) for clip in batch) / SAMPLE_RATE
+            results = self._model.model.generate(
+                self._model.encode(features),
+                [prompt] * len(batch),
+                beam_size=max(self.config.beam_size, count),
+                num_hypotheses=count,
+                # Whisper's decoder has 448 positions: a looping decode stops there, not past them.
+                max_length=min(
+                    self._model.max_length, len(prompt) + _MIN_NEW_TOKENS + math.ceil(_MAX_TOKENS_PER_S * longest_s)
+                ),
+                suppress_tokens=suppressed,
+            )
+            return [
+                [tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip() for tokens in result.sequences_ids]
+                for result in results
+            ]
+
+        checked = [_as_mono_float32(clip) for clip in clips]
+        batches = [checked[start : start + self.batch_size] for start in range(0, len(checked), self.batch_size)]
+        return [texts for per_batch in self._map(decode_batch, batches) for texts in per_batch]
+
     def _decode(
         self,
         spans: list[Span],

@@ -68,7 +68,18 @@ _DECLARED = declared_fields_resource(
         ),
     ),
     described_fields(
-        TrainingConfig, include=("seed", "epochs", "steps_per_epoch", "batch_size", "device", "target_recall")
+        TrainingConfig,
+        include=(
+            "seed",
+            "epochs",
+            "steps_per_epoch",
+            "batch_size",
+            "device",
+            "target_recall",
+            "verifier_model",
+            "verifier_hypotheses",
+            "verifier_min_recall",
+        ),
     ),
     described_fields(PromotionFloors, include=("min_f1", "max_false_accepts_per_hour")),
 )

@@ -95,9 +95,15 @@ def detect_stream(
     smoothing: int = DEFAULT_SMOOTHING,
     refractory_s: float = DEFAULT_REFRACTORY_S,
 ) -> list[Detection]:
-    """Keyword events in 16 kHz mono audio; ``threshold`` defaults to the bundle's own."""
+    """Keyword events in 16 kHz mono audio; ``threshold`` defaults to the bundle's own. With the
+    bundle's verifier, only the events in which Whisper hears the keyword."""
     scores = window_scores(model_bundle, audio_16k, hop_s)
     chosen = model_bundle.threshold if threshold is None else threshold
     events = events_from_scores(scores, hop_s, model_bundle.clip_s, chosen, smoothing, refractory_s)
     duration = round(len(audio_16k) / SAMPLE_RATE, 3)
-    return [replace(event, end_s=min(event.end_s, duration)) for event in events]
+    events = [replace(event, end_s=min(event.end_s, duration)) for event in events]
+    verifier = model_bundle.verifier
+    if verifier is None or not events:
+        return events
+    confirmed = verifier.confirms_events(audio_16k, [(event.start_s, event.end_s) for event in events])
+    return [event for event, kept in zip(events, confirmed, strict=True) if kept]

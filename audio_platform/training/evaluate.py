@@ -105,6 +105,20 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_recall: floa
     return float((ranked[k] + below) / 2)
 
 
+def verified_scores(bundle: ModelBundle, waves: np.ndarray, floor: float) -> np.ndarray:
+    """The spotter's score of each clip-length waveform of ``waves``, set to 0 for the clips at or
+    above ``floor`` in which the bundle's verifier does not hear the keyword (clips below it would
+    not fire, so they are not transcribed). Without a verifier, the spotter's scores."""
+    scores = bundle.score(waves)
+    verifier = bundle.verifier
+    if verifier is None:
+        return scores
+    heard = np.flatnonzero(scores >= floor)
+    rejected = heard[~verifier.confirms(list(waves[heard]))]
+    scores[rejected] = 0.0
+    return scores
+
+
 def keyword_free_streams(dataset: KeywordDataset) -> Iterator[np.ndarray]:
     """The keyword-free test audio that false accepts are counted on, as 16 kHz streams.
 
@@ -126,12 +140,14 @@ def keyword_free_streams(dataset: KeywordDataset) -> Iterator[np.ndarray]:
 
 
 def evaluate_bundle(bundle: ModelBundle, dataset: KeywordDataset, hop_s: float = DEFAULT_HOP_S) -> EvalMetrics:
-    """Metrics of ``bundle`` at its own threshold on ``dataset``'s test split and test streams."""
+    """Metrics of ``bundle`` at its own threshold on ``dataset``'s test split and test streams,
+    with its verifier when it has one (a clip counts as detected when the spotter fires and Whisper
+    hears the keyword)."""
     if abs(bundle.clip_s - dataset.clip_s) > 1e-3:
         raise ValueError(f"the model uses {bundle.clip_s} s clips, the dataset {dataset.clip_s} s")
     mask = dataset.mask("test")
     labels = dataset.labels[mask]
-    scores = bundle.score(dataset.waves[mask])
+    scores = verified_scores(bundle, dataset.waves[mask], bundle.threshold)
     precision, recall, f1 = classification_metrics(scores, labels, bundle.threshold)
 
     false_accepts, seconds = 0, 0.0

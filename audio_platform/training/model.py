@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from audio_platform.audio.dsp import SAMPLE_RATE
 from audio_platform.training.config import FeatureConfig, ModelConfig
 from audio_platform.training.features import Cmvn, LogMel
+from audio_platform.training.verify import KeywordVerifier
 
 BUNDLE_FORMAT = 1
 
@@ -80,7 +81,8 @@ def count_parameters(module: nn.Module) -> int:
 @dataclass(eq=False)
 class ModelBundle:
     """Everything inference needs: the keyword, clip length, feature and model settings, the
-    weights (CMVN statistics are buffers in ``state_dict``) and the validation-chosen threshold."""
+    weights (CMVN statistics are buffers in ``state_dict``), the validation-chosen threshold and,
+    when a detection must be confirmed by Whisper, the verifier's model and hypothesis count."""
 
     keyword: str
     clip_s: float
@@ -88,6 +90,8 @@ class ModelBundle:
     model: ModelConfig
     state_dict: dict[str, Tensor]
     threshold: float
+    verifier_model: str | None = None
+    verifier_hypotheses: int = 5
 
     @property
     def clip_samples(self) -> int:
@@ -101,6 +105,13 @@ class ModelBundle:
             spotter = KeywordSpotter(self.features, self.model)
         spotter.load_state_dict(self.state_dict)
         return spotter.eval()
+
+    @cached_property
+    def verifier(self) -> KeywordVerifier | None:
+        """The second stage that confirms detections, or None for the spotter alone."""
+        if self.verifier_model is None:
+            return None
+        return KeywordVerifier(self.keyword, self.verifier_model, self.verifier_hypotheses)
 
     @torch.no_grad()
     def score(self, waves: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -119,6 +130,8 @@ class ModelBundle:
                 "model": asdict(self.model),
                 "state_dict": self.state_dict,
                 "threshold": self.threshold,
+                "verifier_model": self.verifier_model,
+                "verifier_hypotheses": self.verifier_hypotheses,
             },
             path,
         )
@@ -138,6 +151,9 @@ class ModelBundle:
             model=ModelConfig(**model),
             state_dict=payload["state_dict"],
             threshold=float(payload["threshold"]),
+            # Bundles saved before verification existed are spotters alone.
+            verifier_model=payload.get("verifier_model"),
+            verifier_hypotheses=int(payload.get("verifier_hypotheses", 5)),
         )
 
     def export_torchscript(self, path: str | Path) -> None:

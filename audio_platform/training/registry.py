@@ -126,6 +126,7 @@ def log_and_register(
         params = _flat_params("train.", asdict(config)) | {
             "model.parameters": str(result.n_parameters),
             "model.clip_s": str(bundle.clip_s),
+            "model.verifier": bundle.verifier_model or "none",
         }
         # Shard lists can outgrow MLflow's 6000-character parameter limit; they go to lineage.json.
         params |= {f"data.{k}": str(v) for k, v in lineage.items() if k != "shards"}
@@ -139,6 +140,8 @@ def log_and_register(
             "train_seconds": result.train_seconds,
             "best_epoch": float(result.best_epoch),
         }
+        if result.verifier_recall is not None:
+            summary["verifier_recall"] = result.verifier_recall
         client.log_batch(
             run_id,
             metrics=curves + [Metric(k, v, now, 0) for k, v in summary.items()],
