@@ -63,8 +63,9 @@ def test_keyword_model_is_registered_and_promoted_only_through_the_gate(tmp_path
     client = mlflow_client(tracking)
 
     # Below the floors: registered as a challenger; the blocking check fails the run (ERROR) and
-    # keyword_champion never runs.
-    result, evaluation, champion = _train(settings, defs, instance, **QUICK, **STRICT)
+    # keyword_champion never runs. The spotter alone: confirmed by Whisper, these clear espeak-ng
+    # clips reach F1 1.0 even after three epochs.
+    result, evaluation, champion = _train(settings, defs, instance, **QUICK, **STRICT, verifier_model=None)
     assert not result.success and not evaluation.passed and champion is None
     assert evaluation.severity == AssetCheckSeverity.ERROR
     assert "below the floor" in evaluation.metadata["reason"].value
