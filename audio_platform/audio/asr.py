@@ -166,6 +166,15 @@ class WordTiming:
 
 
 @dataclass(frozen=True)
+class Hypothesis:
+    """One of Whisper's likeliest texts of a clip."""
+
+    text: str
+    # The text's tokens' mean log-probability (CTranslate2's beam score, length penalty 1).
+    avg_logprob: float
+
+
+@dataclass(frozen=True)
 class SegmentTranscript:
     """Transcript of one input speech segment (statistics as described in the module docstring)."""
 
@@ -556,7 +565,7 @@ class WhisperTranscriber:
             return [(tokens[0][0][2:-2], float(tokens[0][1])) for tokens in ranked]  # "<|de|>" -> "de"
 
         def detect(batch_size: int) -> list[tuple[str, float]]:
-            batches = [clips[start : start + batch_size] for start in range(0, len(clips), batch_size)]
+            batches = _in_batches(clips, batch_size)
             return [found for per_batch in self._map(detect_batch, batches) for found in per_batch]
 
         detected, self.batch_size = halving_on_out_of_memory(detect, self.batch_size)
@@ -564,24 +573,19 @@ class WhisperTranscriber:
             languages[item] = result
         return languages
 
-    def hypotheses(self, clips: Sequence[np.ndarray], count: int) -> list[list[str]]:
+    def hypotheses(self, clips: Sequence[np.ndarray], count: int) -> list[list[Hypothesis]]:
         """The ``count`` likeliest texts of each 16 kHz mono clip (at most 30 s), likeliest first:
         each clip decoded alone in a 30-s window, without timestamps or fallback, with a beam of
         ``max(beam_size, count)`` (CTranslate2's n-best list), in the configured language (`en`
         when it is detected per file)."""
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
-        tokenizer = Tokenizer(
-            self._model.hf_tokenizer,
-            self._model.model.is_multilingual,
-            task="transcribe",
-            language=self.config.language or "en",
-        )
+        tokenizer = self._tokenizer(self.config.language or "en")
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         extractor = self._model.feature_extractor
-        suppressed = get_suppressed_tokens(tokenizer, _transcribe_defaults()["suppress_tokens"])
+        suppressed = _suppressed_tokens(tokenizer)
 
-        def decode_batch(batch: list[np.ndarray]) -> list[list[str]]:
+        def decode_batch(batch: list[np.ndarray]) -> list[list[Hypothesis]]:
             if any(len(clip) > extractor.n_samples for clip in batch):
                 raise ValueError(f"clips must be at most {extractor.n_samples / SAMPLE_RATE:.0f} s long")
             features = np.stack([pad_or_trim(extractor(clip)[..., :-1]) for clip in batch])
@@ -596,14 +600,18 @@ class WhisperTranscriber:
                     self._model.max_length, len(prompt) + _MIN_NEW_TOKENS + math.ceil(_MAX_TOKENS_PER_S * longest_s)
                 ),
                 suppress_tokens=suppressed,
+                return_scores=True,
             )
             return [
-                [tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip() for tokens in result.sequences_ids]
+                [
+                    Hypothesis(tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip(), score)
+                    for tokens, score in zip(result.sequences_ids, result.scores, strict=True)
+                ]
                 for result in results
             ]
 
         checked = [_as_mono_float32(clip) for clip in clips]
-        batches = [checked[start : start + self.batch_size] for start in range(0, len(checked), self.batch_size)]
+        batches = _in_batches(checked, self.batch_size)
         return [texts for per_batch in self._map(decode_batch, batches) for texts in per_batch]
 
     def _decode(
@@ -735,9 +743,7 @@ class WhisperTranscriber:
 
         Each window is encoded with the context it fits in (``_context_frames``); windows of one
         context are batched shortest first, so that each batch's token cap fits its windows."""
-        tokenizer = Tokenizer(
-            self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe", language=language
-        )
+        tokenizer = self._tokenizer(language)
         extractor = self._model.feature_extractor
         rendered = [render_window(w, audios) for w in windows]
         durations = [len(r) / SAMPLE_RATE for r in rendered]
@@ -746,9 +752,9 @@ class WhisperTranscriber:
         options = self._decode_options(tokenizer)
         token_room = self._model.max_length - len(tokenizer.sot_sequence)
         batches = [
-            group[start : start + batch_size]
-            for group in (list(same) for _, same in itertools.groupby(order, key=lambda i: frames[i]))
-            for start in range(0, len(group), batch_size)
+            batch
+            for _, same in itertools.groupby(order, key=lambda i: frames[i])
+            for batch in _in_batches(list(same), batch_size)
         ]
 
         def decode(batch: list[int]) -> list[list[Segment]]:
@@ -771,6 +777,11 @@ class WhisperTranscriber:
             for i, segments in zip(batch, decoded, strict=True):
                 outputs[i] = segments
         return outputs
+
+    def _tokenizer(self, language: str) -> Tokenizer:
+        return Tokenizer(
+            self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe", language=language
+        )
 
     def _context_frames(self, duration_s: float) -> int:
         """Mel frames the encoder hears for a window of ``duration_s``: the short context when the
@@ -798,7 +809,7 @@ class WhisperTranscriber:
             "without_timestamps": False,
             "max_initial_timestamp": 0.0,
             "word_timestamps": True,
-            "suppress_tokens": get_suppressed_tokens(tokenizer, defaults["suppress_tokens"]),
+            "suppress_tokens": _suppressed_tokens(tokenizer),
             "multilingual": False,
             "max_new_tokens": None,
             "clip_timestamps": [],
@@ -843,6 +854,16 @@ def _transcribe_defaults() -> dict[str, Any]:
     """faster-whisper's defaults of its batched ``transcribe`` (punctuation merged into words, ...)."""
     parameters = inspect.signature(BatchedInferencePipeline.transcribe).parameters
     return {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def _suppressed_tokens(tokenizer: Tokenizer) -> list[int] | None:
+    """The tokens faster-whisper's ``transcribe`` suppresses by default, for ``tokenizer``."""
+    return get_suppressed_tokens(tokenizer, _transcribe_defaults()["suppress_tokens"])
+
+
+def _in_batches(items: list[_T], size: int) -> list[list[_T]]:
+    """``items`` in consecutive batches of at most ``size``."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _as_segment(segment: dict[str, Any], options: TranscriptionOptions, offset: float) -> Segment:

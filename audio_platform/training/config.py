@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 
 from audio_platform.audio.dsp import SAMPLE_RATE
 
+# The keyword must be among this many of Whisper's likeliest texts (also what a bundle saved
+# before the count was stored uses).
+DEFAULT_VERIFIER_HYPOTHESES = 5
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
@@ -210,7 +214,7 @@ class TrainingConfig:
     verifier_model: str | None = "tiny.en"
     """Whisper model (a profile or a CTranslate2 folder) that must hear the keyword in what the
     spotter fires on before a detection counts; null: the spotter alone."""
-    verifier_hypotheses: int = 5
+    verifier_hypotheses: int = DEFAULT_VERIFIER_HYPOTHESES
     """The keyword must be among this many of Whisper's likeliest texts of the event."""
     verifier_min_recall: float = 0.9
     """The verifier is kept only when it confirms at least this share of the train and validation

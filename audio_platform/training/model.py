@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from audio_platform.audio.dsp import SAMPLE_RATE
-from audio_platform.training.config import FeatureConfig, ModelConfig
+from audio_platform.training.config import DEFAULT_VERIFIER_HYPOTHESES, FeatureConfig, ModelConfig
 from audio_platform.training.features import Cmvn, LogMel
 from audio_platform.training.verify import KeywordVerifier
 
@@ -91,7 +91,7 @@ class ModelBundle:
     state_dict: dict[str, Tensor]
     threshold: float
     verifier_model: str | None = None
-    verifier_hypotheses: int = 5
+    verifier_hypotheses: int = DEFAULT_VERIFIER_HYPOTHESES
 
     @property
     def clip_samples(self) -> int:
@@ -153,7 +153,7 @@ class ModelBundle:
             threshold=float(payload["threshold"]),
             # Bundles saved before verification existed are spotters alone.
             verifier_model=payload.get("verifier_model"),
-            verifier_hypotheses=int(payload.get("verifier_hypotheses", 5)),
+            verifier_hypotheses=int(payload.get("verifier_hypotheses", DEFAULT_VERIFIER_HYPOTHESES)),
         )
 
     def export_torchscript(self, path: str | Path) -> None:

@@ -63,8 +63,8 @@ class KeywordVerifier:
         """One boolean per 16 kHz clip: the keyword is among its likeliest texts."""
         if not len(clips):
             return np.zeros(0, dtype=bool)
-        texts = _transcriber(self.model).hypotheses(list(clips), self.hypotheses)
-        return np.array([keyword_said(said, self.keyword) for said in texts], dtype=bool)
+        heard = _transcriber(self.model).hypotheses(list(clips), self.hypotheses)
+        return np.array([keyword_said([h.text for h in said], self.keyword) for said in heard], dtype=bool)
 
     def confirms_events(self, audio_16k: np.ndarray, spans: Sequence[tuple[float, float]]) -> np.ndarray:
         """One boolean per ``(start_s, end_s)`` event of ``audio_16k``, heard with ``VERIFY_PAD_S``

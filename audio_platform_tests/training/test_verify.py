@@ -39,9 +39,12 @@ def test_keyword_said_matches_whole_words_after_the_wer_normalisation() -> None:
 
 def test_n_best_texts_come_likeliest_first_and_bad_requests_are_refused() -> None:
     transcriber = WhisperTranscriber(AsrConfig(cpu_threads=2))
-    texts = transcriber.hypotheses([_spoken("stop"), _spoken("yes")], 3)
-    assert [len(per_clip) for per_clip in texts] == [3, 3]
-    assert keyword_said(texts[0][:1], "stop") and keyword_said(texts[1][:1], "yes")
+    heard = transcriber.hypotheses([_spoken("stop"), _spoken("yes")], 3)
+    assert [len(per_clip) for per_clip in heard] == [3, 3]
+    assert keyword_said([heard[0][0].text], "stop") and keyword_said([heard[1][0].text], "yes")
+    for per_clip in heard:  # likeliest first: mean log-probabilities fall
+        scores = [h.avg_logprob for h in per_clip]
+        assert scores == sorted(scores, reverse=True) and all(score < 0 for score in scores)
     assert transcriber.hypotheses([], 3) == []
     with pytest.raises(ValueError, match="count"):
         transcriber.hypotheses([_spoken("stop")], 0)
