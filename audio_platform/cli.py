@@ -18,6 +18,8 @@ import polars as pl
 if TYPE_CHECKING:
     from dagster import Definitions
 
+    from audio_platform.runs import ShardJobReport
+
 # Addresses that only this machine can reach: anything else exposes an unauthenticated server.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -92,12 +94,18 @@ def _cmd_process(args: argparse.Namespace) -> int:
     )
     print(f"wall {report.wall_s:.1f} s, real-time factor {report.real_time_factor:.1f}x")
     print(f'query: audio-platform sql "SELECT * FROM curated_segments LIMIT 5"  (warehouse {settings.warehouse_path})')
-    for failed in report.failed_checks:
-        print(f"check failed: {failed}", file=sys.stderr)
+    _print_checks(report)
     if report.failed_shards:
         print(f"FAILED shards: {', '.join(report.failed_shards)} (see the Dagster UI run logs)", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_checks(report: ShardJobReport) -> None:
+    for warned in report.check_warnings:
+        print(f"check warning: {warned}", file=sys.stderr)
+    for failed in report.failed_checks:
+        print(f"check failed: {failed}", file=sys.stderr)
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
@@ -374,8 +382,7 @@ def _run_shards(args: argparse.Namespace, job_name: str) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for failed in report.failed_checks:
-        print(f"check failed: {failed}", file=sys.stderr)
+    _print_checks(report)
     succeeded = len(shards) - len(report.failed_shards)
     print(f"{job_name}: {succeeded} of {len(shards)} shard(s) succeeded; warehouse refreshed")
     if report.failed_shards:

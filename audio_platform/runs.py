@@ -13,6 +13,7 @@ from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
+    AssetCheckSeverity,
     AssetMaterialization,
     ConfigurableResource,
     DagsterEventType,
@@ -270,7 +271,10 @@ def run_status_counts(instance: DagsterInstance) -> dict[str, int]:
 @dataclass
 class ShardJobReport:
     failed_shards: list[str] = field(default_factory=list)
+    # "<shard>: <asset>:<check>: <the check's description>", for checks that did not pass, by
+    # severity (a warning does not stop the shard's downstream assets).
     failed_checks: list[str] = field(default_factory=list)
+    check_warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -338,11 +342,14 @@ def _run_each_shard(
         if not result.success:
             record_failure_reason(instance, result.run_id)
             report.failed_shards.append(shard)
-        report.failed_checks.extend(
-            f"{shard}: {evaluation.asset_check_key.to_user_string()}"
-            for evaluation in result.check_evaluations
-            if not evaluation.passed
-        )
+        for evaluation in result.check_evaluations:
+            if evaluation.passed:
+                continue
+            said = f"{shard}: {evaluation.asset_check_key.to_user_string()}"
+            if evaluation.description:
+                said += f": {evaluation.description}"
+            warned = evaluation.severity == AssetCheckSeverity.WARN
+            (report.check_warnings if warned else report.failed_checks).append(said)
         if after_shard is not None:
             after_shard(shard)
 

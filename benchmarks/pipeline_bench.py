@@ -409,7 +409,7 @@ def run_platform_dagster(
     timing = watch.stop()
     if report.failed_shards:
         raise RuntimeError(f"platform run failed for shards {report.failed_shards}")
-    for failed in report.failed_checks:
+    for failed in [*report.failed_checks, *report.check_warnings]:
         log(f"check did not pass: {failed}")
     frame = query(settings.warehouse_path, HYPOTHESES_SQL, [report.plan.drop_id])
     by_path: dict[str, list[str]] = {}

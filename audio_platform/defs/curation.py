@@ -103,12 +103,23 @@ def every_segment_has_a_decision(context: AssetCheckExecutionContext, storage: P
 
 @asset_check(asset=curated_segments, partitions_def=shard_partitions)
 def curated_set_not_empty(context: AssetCheckExecutionContext, storage: PlatformStorage) -> AssetCheckResult:
-    """Warns (does not block) when a shard yields nothing: legitimate for a noise-only shard, but a
-    signal that a policy or a model is off when it happens to speech shards."""
+    """Warns (does not block) when a shard yields nothing: legitimate for a noise-only shard or a
+    drop of one-word keyword clips (shorter than the ASR policy's duration floor; keyword datasets
+    select their own), but a signal that a policy or a model is off when it happens to speech
+    shards. The warning says which rules rejected the shard's segments."""
     curated = storage.lake.read(CURATED_SEGMENTS.name, context.partition_key).height
+    decisions = storage.lake.read(CURATION_DECISIONS.name, context.partition_key)
+    rules = Counter(rejection_rule(reason) for reason in decisions.filter(~pl.col("selected"))["rejection_reason"])
+    if curated:
+        description = f"{curated} segments curated"
+    elif rules:
+        counts = ", ".join(f"{rule} {count}" for rule, count in rules.most_common())
+        description = f"no segment of this shard was curated; rejected by rule: {counts}"
+    else:
+        description = "no segment of this shard was curated (it has no speech segment)"
     return AssetCheckResult(
         passed=curated > 0,
         severity=AssetCheckSeverity.WARN,
-        description=f"{curated} segments curated" if curated else "no segment of this shard was curated",
-        metadata={"curated": curated},
+        description=description,
+        metadata={"curated": curated, **{f"rejected_{rule}": count for rule, count in rules.items()}},
     )

@@ -37,7 +37,12 @@ def _processed(tmp_path, speakers: int, clips_per_speaker: int, other_words: int
     defs = build_definitions(settings)
     instance = prepare_instance(settings)
     report = process_drop(settings, defs, drop, instance)
-    assert report.failed_shards == []
+    assert report.failed_shards == [] and report.failed_checks == []
+    # One-word clips are shorter than the ASR policy's duration floor: a warning that says so.
+    assert report.check_warnings
+    for warned in report.check_warnings:
+        assert "curated_segments:curated_set_not_empty: no segment of this shard was curated" in warned
+        assert "rejected by rule: duration" in warned
     return settings, defs, instance
 
 
