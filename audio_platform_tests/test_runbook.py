@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,17 @@ def test_roll_back_the_champion(
     assert json.loads(capsys.readouterr().out) == [{"version": 1, "aliases": "champion"}, {"version": 2, "aliases": ""}]
     assert main(["detect", "--model", "models:/kws-tone@champion", str(tmp_path / "clips" / "stream.wav")]) == 0
     assert "of 'tone'" in capsys.readouterr().out
+    # A folder: its audio files are scanned (recursively) and totalled; what is not audio is skipped.
+    scan = tmp_path / "scan"
+    (scan / "nested").mkdir(parents=True)
+    for copy in (scan / "a.wav", scan / "nested" / "b.wav"):
+        shutil.copyfile(tmp_path / "clips" / "stream.wav", copy)
+    (scan / "notes.txt").write_text("not audio", encoding="utf-8")
+    assert main(["detect", "--model", "models:/kws-tone@champion", str(scan)]) == 0
+    out, err = capsys.readouterr()
+    assert "b.wav: " in out and "in 2 files, 0.003 h: " in out and "notes.txt: skipped" in err
+    assert main(["detect", "--model", "models:/kws-tone@champion", str(scan / "notes.txt")]) == 1
+    assert "notes.txt: cannot decode" in capsys.readouterr().err
 
     assert main(["models", "set-alias", "--name", "kws-tone", "--alias", "champion", "--version", "7"]) == 2
     assert "version=7" in capsys.readouterr().err
