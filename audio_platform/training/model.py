@@ -21,7 +21,11 @@ from audio_platform.training.config import DEFAULT_VERIFIER_HYPOTHESES, FeatureC
 from audio_platform.training.features import Cmvn, LogMel
 from audio_platform.training.verify import KeywordVerifier
 
-BUNDLE_FORMAT = 1
+# A spotter alone is saved as format 1, which every release reads. A two-stage bundle is format 2,
+# which a release from before verification refuses: it would run the spotter alone at a threshold
+# chosen for two stages, and fire far more often than the model's metrics say.
+SPOTTER_BUNDLE_FORMAT = 1
+VERIFIED_BUNDLE_FORMAT = 2
 
 
 class _ResidualBlock(nn.Module):
@@ -123,7 +127,7 @@ class ModelBundle:
     def save(self, path: str | Path) -> None:
         torch.save(
             {
-                "format": BUNDLE_FORMAT,
+                "format": SPOTTER_BUNDLE_FORMAT if self.verifier_model is None else VERIFIED_BUNDLE_FORMAT,
                 "keyword": self.keyword,
                 "clip_s": self.clip_s,
                 "features": asdict(self.features),
@@ -140,7 +144,7 @@ class ModelBundle:
     def load(cls, path: str | Path) -> ModelBundle:
         # weights_only: the file holds tensors and plain values only, never pickled code.
         payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != BUNDLE_FORMAT:
+        if payload.get("format") not in (SPOTTER_BUNDLE_FORMAT, VERIFIED_BUNDLE_FORMAT):
             raise ValueError(f"{path}: unsupported bundle format {payload.get('format')!r}")
         model = dict(payload["model"])
         model["channels"] = tuple(model["channels"])

@@ -93,10 +93,19 @@ def test_the_bundle_keeps_its_verifier_and_older_bundles_load_without_one(tmp_pa
 
     import torch
 
+    # Two stages are format 2, which releases before verification refuse (they accept only 1);
+    # a spotter alone stays format 1, as before.
     payload = torch.load(tmp_path / "verified.pt", weights_only=True)
+    assert payload["format"] == 2
+    untrained_bundle().save(tmp_path / "spotter.pt")
+    assert torch.load(tmp_path / "spotter.pt", weights_only=True)["format"] == 1
+    # A bundle saved before verification existed: format 1 without the verifier's fields.
     del payload["verifier_model"], payload["verifier_hypotheses"]
-    torch.save(payload, tmp_path / "older.pt")
+    torch.save(payload | {"format": 1}, tmp_path / "older.pt")
     assert ModelBundle.load(tmp_path / "older.pt").verifier is None
+    torch.save(payload | {"format": 3}, tmp_path / "newer.pt")
+    with pytest.raises(ValueError, match="unsupported bundle format 3"):
+        ModelBundle.load(tmp_path / "newer.pt")
 
 
 def test_an_event_longer_than_whisper_hears_is_checked_in_pieces() -> None:
