@@ -611,8 +611,13 @@ class WhisperTranscriber:
             ]
 
         checked = [_as_mono_float32(clip) for clip in clips]
-        batches = _in_batches(checked, self.batch_size)
-        return [texts for per_batch in self._map(decode_batch, batches) for texts in per_batch]
+
+        def decode(batch_size: int) -> list[list[Hypothesis]]:
+            batches = _in_batches(checked, batch_size)
+            return [said for per_batch in self._map(decode_batch, batches) for said in per_batch]
+
+        heard, self.batch_size = halving_on_out_of_memory(decode, self.batch_size)
+        return heard
 
     def _decode(
         self,

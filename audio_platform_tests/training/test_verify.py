@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -82,6 +83,34 @@ def test_training_drops_a_verifier_that_misses_the_keyword(tmp_path: Path) -> No
     assert result.verifier_recall == 0.0
     assert result.bundle.verifier_model is None and result.bundle.verifier is None
     assert result.bundle.threshold == train_keyword_model(dataset, FAST).bundle.threshold
+
+
+class _ShortOfMemory:
+    """The CTranslate2 model, failing as a GPU out of memory does for any batch of several clips."""
+
+    def __init__(self, model: Any) -> None:
+        self._model, self.batches = model, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def generate(self, features: Any, prompts: list[list[int]], **options: Any) -> Any:
+        self.batches.append(len(prompts))
+        if len(prompts) > 1:
+            raise RuntimeError("CUDA failed with error out of memory")
+        return self._model.generate(features, prompts, **options)
+
+
+def test_n_best_decoding_halves_its_batch_when_memory_runs_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    transcriber = WhisperTranscriber(AsrConfig(cpu_threads=2, batch_size=4))
+    short = _ShortOfMemory(transcriber._model.model)
+    monkeypatch.setattr(transcriber._model, "model", short)
+    words = ("stop", "yes", "stop")
+    heard = transcriber.hypotheses([_spoken(word) for word in words], 2)
+    assert all(keyword_said([said[0].text], word) for said, word in zip(heard, words, strict=True))
+    # 3, then 2 (the decoders run batches at once, so a lone clip's batch may go in between), then 1s.
+    assert short.batches[0] == 3 and 2 in short.batches and short.batches[-3:] == [1, 1, 1]
+    assert transcriber.batch_size == 1  # kept for later calls
 
 
 def test_the_bundle_keeps_its_verifier_and_older_bundles_load_without_one(tmp_path: Path) -> None:
