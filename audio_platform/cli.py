@@ -457,29 +457,46 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     # Each file to scan, and whether the user named it (a folder's files that are not audio are
     # skipped; a named file that cannot be decoded is an error).
     files: list[tuple[Path, bool]] = []
+    status, folders = 0, 0
     for given in map(Path, args.audio):
-        if given.is_dir():
-            listed = sorted(rel for rel in iter_drop_files(given) if not Path(rel).name.startswith("."))
-            files.extend((given / rel, False) for rel in listed)
-        else:
+        if not given.is_dir():
             files.append((given, True))
-    status, scanned, seconds, events = 0, 0, 0.0, 0
+            continue
+        folders += 1
+        try:
+            listed = sorted(rel for rel in iter_drop_files(given) if not Path(rel).name.startswith("."))
+        except OSError as err:
+            print(f"{given}: cannot list the folder: {err}", file=sys.stderr)
+            status = 1
+            continue
+        files.extend((given / rel, False) for rel in listed)
+    scanned, seconds, events = 0, 0.0, 0
     for path, named in files:
         try:
             audio = decode_mono_16k(path, max_duration_s=settings.max_file_duration_s)
         except UnsupportedAudioError as err:
-            print(f"{path}: {'cannot decode' if named else 'skipped'}: {err.reason}", file=sys.stderr)
-            status = 1 if named else status
+            # A folder's notes, manifests and files that vanish are skipped; a file that is audio
+            # but cannot be read (permissions, truncated, too long) would silently leave its hours
+            # out of the total, so it is an error, as for a named file.
+            vanished = isinstance(err.__cause__, FileNotFoundError)
+            skipped = not named and (vanished or err.reason.startswith(("not audio", "empty file")))
+            print(f"{path}: {'skipped: ' if skipped else ''}{err.reason}", file=sys.stderr)
+            status = status if skipped else 1
             continue
         detections = detect_stream(bundle, audio, threshold=args.threshold)
         print(f"{path}: {len(detections)} detection(s) of '{bundle.keyword}' in {audio.size / 16000:.1f} s")
         for detection in detections:
             print(f"  {detection.start_s:8.2f} – {detection.end_s:8.2f} s  score {detection.score:.3f}")
         scanned, seconds, events = scanned + 1, seconds + audio.size / 16000, events + len(detections)
-    if scanned > 1:
+    if folders and not scanned:
+        print("no audio file to scan", file=sys.stderr)
+        return 1
+    if folders or scanned > 1:
         # On audio without the keyword this is the model's false accepts per hour.
         rate = f"{events / (seconds / 3600):.2f} per hour" if seconds > 0 else "no audio"
-        print(f"total: {events} detection(s) of '{bundle.keyword}' in {scanned} files, {seconds / 3600:.3f} h: {rate}")
+        print(
+            f"total: {events} detection(s) of '{bundle.keyword}' in {scanned} file(s), {seconds / 3600:.3f} h: {rate}"
+        )
     return status
 
 

@@ -194,9 +194,17 @@ def test_roll_back_the_champion(
     (scan / "notes.txt").write_text("not audio", encoding="utf-8")
     assert main(["detect", "--model", "models:/kws-tone@champion", str(scan)]) == 0
     out, err = capsys.readouterr()
-    assert "b.wav: " in out and "in 2 files, 0.003 h: " in out and "notes.txt: skipped" in err
+    assert "b.wav: " in out and "in 2 file(s), 0.003 h: " in out and "notes.txt: skipped: not audio" in err
     assert main(["detect", "--model", "models:/kws-tone@champion", str(scan / "notes.txt")]) == 1
-    assert "notes.txt: cannot decode" in capsys.readouterr().err
+    assert "notes.txt: not audio" in capsys.readouterr().err
+    # Audio that cannot be read would leave its hours out of the total: an error, the rest scanned.
+    (scan / "nested" / "b.wav").write_bytes((scan / "a.wav").read_bytes()[:30])
+    assert main(["detect", "--model", "models:/kws-tone@champion", str(scan)]) == 1
+    out, err = capsys.readouterr()
+    assert "in 1 file(s), 0.001 h: " in out and "b.wav: " in err and "b.wav: skipped" not in err
+    (scan / "empty").mkdir()
+    assert main(["detect", "--model", "models:/kws-tone@champion", str(scan / "empty")]) == 1
+    assert "no audio file to scan" in capsys.readouterr().err
 
     assert main(["models", "set-alias", "--name", "kws-tone", "--alias", "champion", "--version", "7"]) == 2
     assert "version=7" in capsys.readouterr().err

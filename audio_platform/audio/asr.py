@@ -170,7 +170,8 @@ class Hypothesis:
     """One of Whisper's likeliest texts of a clip."""
 
     text: str
-    # The text's tokens' mean log-probability (CTranslate2's beam score, length penalty 1).
+    # CTranslate2's beam score with length penalty 1: the text's log-probability divided by its
+    # token count (end of text included), about the mean log-probability per token.
     avg_logprob: float
 
 
@@ -564,11 +565,7 @@ class WhisperTranscriber:
             ranked = self._model.model.detect_language(self._model.encode(features))
             return [(tokens[0][0][2:-2], float(tokens[0][1])) for tokens in ranked]  # "<|de|>" -> "de"
 
-        def detect(batch_size: int) -> list[tuple[str, float]]:
-            batches = _in_batches(clips, batch_size)
-            return [found for per_batch in self._map(detect_batch, batches) for found in per_batch]
-
-        detected, self.batch_size = halving_on_out_of_memory(detect, self.batch_size)
+        detected = self._map_batched(detect_batch, clips)
         for item, result in zip(heard, detected, strict=True):
             languages[item] = result
         return languages
@@ -577,7 +574,8 @@ class WhisperTranscriber:
         """The ``count`` likeliest texts of each 16 kHz mono clip (at most 30 s), likeliest first:
         each clip decoded alone in a 30-s window, without timestamps or fallback, with a beam of
         ``max(beam_size, count)`` (CTranslate2's n-best list), in the configured language (`en`
-        when it is detected per file)."""
+        when it is detected per file). Each text comes with its score (``Hypothesis``); the batch
+        halves on out-of-memory as in the other decodes."""
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         tokenizer = self._tokenizer(self.config.language or "en")
@@ -610,14 +608,7 @@ class WhisperTranscriber:
                 for result in results
             ]
 
-        checked = [_as_mono_float32(clip) for clip in clips]
-
-        def decode(batch_size: int) -> list[list[Hypothesis]]:
-            batches = _in_batches(checked, batch_size)
-            return [said for per_batch in self._map(decode_batch, batches) for said in per_batch]
-
-        heard, self.batch_size = halving_on_out_of_memory(decode, self.batch_size)
-        return heard
+        return self._map_batched(decode_batch, [_as_mono_float32(clip) for clip in clips])
 
     def _decode(
         self,
@@ -694,6 +685,16 @@ class WhisperTranscriber:
                 for window, result in zip(failed, fallbacks, strict=True):
                     finish(window.pieces[0], result)
                 progress.report()
+
+    def _map_batched(self, work: Callable[[list[_A]], list[_T]], items: list[_A]) -> list[_T]:
+        """``work`` on ``items`` in batches of ``batch_size`` (through ``_map``), its results one
+        per item in order; on out-of-memory the batch halves, and stays halved for later calls."""
+
+        def run(batch_size: int) -> list[_T]:
+            return [done for per_batch in self._map(work, _in_batches(items, batch_size)) for done in per_batch]
+
+        results, self.batch_size = halving_on_out_of_memory(run, self.batch_size)
+        return results
 
     def _map(self, work: Callable[[_A], _T], items: Sequence[_A]) -> list[_T]:
         """``work`` on each item, up to ``workers`` at once (one per decoder of the model); the
@@ -861,7 +862,7 @@ def _transcribe_defaults() -> dict[str, Any]:
     return {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
 
 
-def _suppressed_tokens(tokenizer: Tokenizer) -> list[int] | None:
+def _suppressed_tokens(tokenizer: Tokenizer) -> Sequence[int] | None:
     """The tokens faster-whisper's ``transcribe`` suppresses by default, for ``tokenizer``."""
     return get_suppressed_tokens(tokenizer, _transcribe_defaults()["suppress_tokens"])
 

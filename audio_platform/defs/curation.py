@@ -65,7 +65,7 @@ def curated_segments(
     curated = decisions.filter(pl.col("selected"))
     lake.write_table(CURATED_SEGMENTS, shard, curated)
     lake.write_table(CURATION_DECISIONS, shard, decisions)
-    rules = Counter(rejection_rule(reason) for reason in decisions.filter(~pl.col("selected"))["rejection_reason"])
+    rules = _rejections(decisions)
     return MaterializeResult(
         metadata=meter.finish(
             lake,
@@ -79,6 +79,13 @@ def curated_segments(
             failure_label="rejected",
         )
     )
+
+
+def _rejections(decisions: pl.DataFrame) -> Counter[str]:
+    """How many of a shard's decisions each rule rejected (a rejection without a reason is
+    every_segment_has_a_decision's to report)."""
+    rejected = decisions.filter(~pl.col("selected"))["rejection_reason"].drop_nulls()
+    return Counter(rejection_rule(reason) for reason in rejected)
 
 
 @asset_check(asset=curated_segments, partitions_def=shard_partitions, blocking=True)
@@ -108,8 +115,7 @@ def curated_set_not_empty(context: AssetCheckExecutionContext, storage: Platform
     select their own), but a signal that a policy or a model is off when it happens to speech
     shards. The warning says which rules rejected the shard's segments."""
     curated = storage.lake.read(CURATED_SEGMENTS.name, context.partition_key).height
-    decisions = storage.lake.read(CURATION_DECISIONS.name, context.partition_key)
-    rules = Counter(rejection_rule(reason) for reason in decisions.filter(~pl.col("selected"))["rejection_reason"])
+    rules = _rejections(storage.lake.read(CURATION_DECISIONS.name, context.partition_key))
     if curated:
         description = f"{curated} segments curated"
     elif rules:
@@ -121,5 +127,5 @@ def curated_set_not_empty(context: AssetCheckExecutionContext, storage: Platform
         passed=curated > 0,
         severity=AssetCheckSeverity.WARN,
         description=description,
-        metadata={"curated": curated, **{f"rejected_{rule}": count for rule, count in rules.items()}},
+        metadata={"curated": curated, **{f"rejected_{rule}": rules[rule] for rule in REJECTION_RULES}},
     )

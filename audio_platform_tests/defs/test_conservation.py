@@ -74,7 +74,7 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Processed:
     defs = build_definitions(settings)
     instance = prepare_instance(settings)
     report = process_drop(settings, defs, root / "drop", instance)
-    assert report.failed_shards == [] and report.failed_checks == []
+    assert report.failed_shards == [] and report.failed_checks == [] and report.check_warnings == []
     (shard,) = report.plan.shards
     return Processed(settings, instance, defs, shard)
 
