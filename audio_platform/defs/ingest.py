@@ -92,7 +92,9 @@ def raw_audio_files(
     lake.write_table(AUDIO_FILES, shard, frame)
     present = files.filter(pl.col("removed_at").is_null())
     metadata, problems = drop_metadata(
-        Path(present["drop_root"][0]) if present.height else Path("."), present["rel_path"]
+        Path(present["drop_root"][0]) if present.height else Path("."),
+        present["rel_path"],
+        memo_dir=Path(storage.home) / "cache" / "metadata_checks",
     )
     for problem in problems:
         context.log.warning(f"drop metadata: {problem}")

@@ -11,8 +11,11 @@ metadata file that cannot be read, and a row that names no file of the drop each
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import posixpath
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -77,16 +80,63 @@ def _inside_and_present(root: Path, rel_path: str) -> bool:
     return inside and (root / rel_path).is_file()
 
 
-def drop_metadata(drop_root: Path, rel_paths: Iterable[str]) -> tuple[pl.DataFrame, list[str]]:
+def _rows_naming_no_file(
+    root: Path, metadata_path: Path, named: list[str], mine: list[bool], memo_dir: Path | None
+) -> tuple[int, str | None]:
+    """How many of the rows ``named`` that are not the caller's shard's (``mine``) name no file of
+    the drop, and the first of them. Each shard of a big drop would check the same rows against the
+    disk (one ``stat`` per row: 20 s per shard for a million rows), so with ``memo_dir`` the
+    answer is kept per version (size, modification time, inode) of the metadata file: a file
+    named by a row that is removed later is noticed when the metadata file changes."""
+    memo = None
+    if memo_dir is not None:
+        try:
+            info = metadata_path.stat()
+            version = f"{metadata_path.resolve()}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_ino}"
+            memo = memo_dir / f"{hashlib.sha1(version.encode()).hexdigest()}.json"
+            saved = json.loads(memo.read_text(encoding="utf-8"))
+            return int(saved["count"]), saved["example"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not checked yet, an unreadable memo or a metadata file gone: check now
+    others = {rel for rel, keep in zip(named, mine, strict=True) if not keep}
+    missing = sorted(rel for rel in others if not _inside_and_present(root, rel))
+    count, example = len(missing), (missing[0] if missing else None)
+    if memo is not None:
+        _remember(memo, {"count": count, "example": example})
+    return count, example
+
+
+def _remember(memo: Path, answer: dict[str, object]) -> None:
+    """Write ``answer`` to ``memo`` whole and renamed (a shard reading it meanwhile sees no memo,
+    never half of one); a memo that cannot be written only means the next shard checks again."""
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=memo.parent, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(answer, out)
+            os.replace(temporary, memo)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass
+
+
+def drop_metadata(
+    drop_root: Path, rel_paths: Iterable[str], memo_dir: Path | None = None
+) -> tuple[pl.DataFrame, list[str]]:
     """Each of ``rel_paths`` (audio files of the drop, '/'-separated) with its metadata row
     (schema ``METADATA_SCHEMA``), and the problems of the drop's metadata files: unreadable
     files and rows naming no file of the drop. Without any metadata file: no rows.
 
     ``rel_paths`` may be one shard's files: a row naming a file outside them is a problem only
     when no such file exists in the drop (a shard of a big drop sees most rows name other shards'
-    files)."""
+    files; ``memo_dir`` keeps that answer for the drop's other shards, see
+    ``_rows_naming_no_file``). Only the rows of ``rel_paths`` are turned into records."""
     root = Path(drop_root)
     wanted = sorted(set(rel_paths))
+    wanted_set = set(wanted)
     folders = {posixpath.dirname(p) for p in wanted}
     # Every folder from each file's up to the root may hold the metadata that applies to it.
     candidates = set()
@@ -96,7 +146,9 @@ def drop_metadata(drop_root: Path, rel_paths: Iterable[str]) -> tuple[pl.DataFra
             if not folder:
                 break
             folder = posixpath.dirname(folder)
-    tables: dict[str, tuple[str, dict[str, dict[str, str | None]], str | None]] = {}
+    # Per folder holding a metadata file: its path, the rows of the wanted files, whether it could
+    # be read, and a note on it.
+    tables: dict[str, tuple[str, dict[str, dict[str, str | None]], bool, str | None]] = {}
     problems: list[str] = []
     for folder in sorted(candidates):
         for name in METADATA_FILES:
@@ -107,13 +159,18 @@ def drop_metadata(drop_root: Path, rel_paths: Iterable[str]) -> tuple[pl.DataFra
             frame, note = _read(path)
             if frame is None:
                 problems.append(f"{meta_rel}: {note}")
-                tables.setdefault(folder, (meta_rel, {}, note))
+                tables.setdefault(folder, (meta_rel, {}, False, note))
                 continue
-            rows = {posixpath.normpath(posixpath.join(folder, r["file_name"] or "")): r for r in frame.to_dicts()}
-            tables[folder] = (meta_rel, rows, note)
-            missing = sorted(rel for rel in set(rows) - set(wanted) if not _inside_and_present(root, rel))
-            if missing:
-                problems.append(f"{meta_rel}: {len(missing)} row(s) name no file of the drop, e.g. {missing[0]}")
+            named = [posixpath.normpath(posixpath.join(folder, name or "")) for name in frame["file_name"].to_list()]
+            mine = [rel in wanted_set for rel in named]
+            # Records only for the wanted rows (a shard's few hundred of a million-row file); the
+            # last row wins when a file is named twice.
+            kept = frame.filter(pl.Series(mine, dtype=pl.Boolean)).to_dicts()
+            rows = dict(zip([rel for rel, keep in zip(named, mine, strict=True) if keep], kept, strict=True))
+            tables[folder] = (meta_rel, rows, True, note)
+            count, example = (0, None) if all(mine) else _rows_naming_no_file(root, path, named, mine, memo_dir)
+            if count:
+                problems.append(f"{meta_rel}: {count} row(s) name no file of the drop, e.g. {example}")
     if not tables:
         return pl.DataFrame(schema=METADATA_SCHEMA), problems
     records: list[dict[str, str | None]] = []
@@ -123,10 +180,10 @@ def drop_metadata(drop_root: Path, rel_paths: Iterable[str]) -> tuple[pl.DataFra
             folder = posixpath.dirname(folder)
         if folder not in tables:
             continue  # no metadata file applies to this file
-        meta_rel, rows, note = tables[folder]
+        meta_rel, rows, usable, note = tables[folder]
         row = rows.get(rel_path)
         if row is None:
-            reason = f"no row in {meta_rel}" if rows else f"{meta_rel} could not be used: {note}"
+            reason = f"no row in {meta_rel}" if usable else f"{meta_rel} could not be used: {note}"
             records.append({"rel_path": rel_path, "metadata_file": meta_rel, "reason": reason})
             continue
         records.append(
