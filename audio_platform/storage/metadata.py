@@ -86,8 +86,9 @@ def _rows_naming_no_file(
     """How many of the rows ``named`` that are not the caller's shard's (``mine``) name no file of
     the drop, and the first of them. Each shard of a big drop would check the same rows against the
     disk (one ``stat`` per row: 20 s per shard for a million rows), so with ``memo_dir`` the
-    answer is kept per version (size, modification time, inode) of the metadata file: a file
-    named by a row that is removed later is noticed when the metadata file changes."""
+    answer is kept per version (size, modification time, inode) of the metadata file. A drop
+    being copied may hold its metadata before its files: a kept answer whose example file has
+    appeared since is checked again. (A file removed later is noticed when the metadata changes.)"""
     memo = None
     if memo_dir is not None:
         try:
@@ -95,7 +96,9 @@ def _rows_naming_no_file(
             version = f"{metadata_path.resolve()}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_ino}"
             memo = memo_dir / f"{hashlib.sha1(version.encode()).hexdigest()}.json"
             saved = json.loads(memo.read_text(encoding="utf-8"))
-            return int(saved["count"]), saved["example"]
+            count, example = int(saved["count"]), saved["example"]
+            if not (count and _inside_and_present(root, str(example))):
+                return count, example
         except (OSError, ValueError, KeyError, TypeError):
             pass  # not checked yet, an unreadable memo or a metadata file gone: check now
     others = {rel for rel, keep in zip(named, mine, strict=True) if not keep}

@@ -63,21 +63,26 @@ def test_a_shard_sees_rows_of_other_shards_files_without_a_problem(tmp_path: Pat
 def test_the_drop_wide_row_check_is_done_once_per_version_of_the_metadata_file(tmp_path: Path) -> None:
     drop, memo = tmp_path / "drop", tmp_path / "memo"
     _touch(drop, "a.wav", "b.wav")
-    (drop / "metadata.csv").write_text("file_name,text\na.wav,one\nb.wav,two\nc.wav,three\n", encoding="utf-8")
-    expected = ["metadata.csv: 1 row(s) name no file of the drop, e.g. c.wav"]
+    (drop / "metadata.csv").write_text(
+        "file_name,text\na.wav,one\nb.wav,two\nc.wav,three\nd.wav,four\n", encoding="utf-8"
+    )
+    expected = ["metadata.csv: 2 row(s) name no file of the drop, e.g. c.wav"]
     assert drop_metadata(drop, ["a.wav"], memo_dir=memo)[1] == expected
-    # The next shard takes the answer from the memo, not the disk: c.wav appearing is not seen...
-    _touch(drop, "c.wav")
+    # The next shard takes the answer from the memo, not the disk: d.wav appearing is not seen
+    # (without a memo every shard checks the disk)...
+    _touch(drop, "d.wav")
     frame, problems = drop_metadata(drop, ["b.wav"], memo_dir=memo)
     assert problems == expected and frame["reference_text"].to_list() == ["two"]
-    # ...until the metadata file changes (the same shards without a memo check the disk each time).
-    assert drop_metadata(drop, ["b.wav"])[1] == []
-    (drop / "metadata.csv").write_text("file_name,text\na.wav,one\nb.wav,two\nc.wav,three\nd.wav,4\n", encoding="utf-8")
-    assert drop_metadata(drop, ["a.wav"], memo_dir=memo)[1] == [expected[0].replace("c.wav", "d.wav")]
+    assert drop_metadata(drop, ["b.wav"])[1] == [expected[0].replace("2 row(s)", "1 row(s)")]
+    # ...but the memo's example appearing (a drop still being copied) makes the next shard check.
+    _touch(drop, "c.wav")
+    assert drop_metadata(drop, ["b.wav"], memo_dir=memo)[1] == []
+    # A new version of the metadata file is checked again.
+    (drop / "metadata.csv").write_text("file_name,text\na.wav,one\nb.wav,two\ne.wav,five\n", encoding="utf-8")
+    only_e = ["metadata.csv: 1 row(s) name no file of the drop, e.g. e.wav"]
+    assert drop_metadata(drop, ["a.wav"], memo_dir=memo)[1] == only_e
     # A memo that cannot be written (its folder is a file) only means checking the disk again.
-    assert drop_metadata(drop, ["a.wav"], memo_dir=drop / "a.wav" / "memo")[1] == [
-        expected[0].replace("c.wav", "d.wav")
-    ]
+    assert drop_metadata(drop, ["a.wav"], memo_dir=drop / "a.wav" / "memo")[1] == only_e
     # A metadata file without rows is usable: its files have no row, it is not unreadable.
     (drop / "metadata.csv").write_text("file_name,text\n", encoding="utf-8")
     assert drop_metadata(drop, ["a.wav"], memo_dir=memo)[0]["reason"].to_list() == ["no row in metadata.csv"]
