@@ -446,6 +446,7 @@ def redact_credentials(uri: str) -> str:
 
 def _cmd_detect(args: argparse.Namespace) -> int:
     from audio_platform.audio.decode import decode_mono_16k
+    from audio_platform.audio.inventory import quarantine_category
     from audio_platform.audio.probe import UnsupportedAudioError
     from audio_platform.settings import load_settings
     from audio_platform.storage.drops import iter_drop_files
@@ -479,7 +480,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             # but cannot be read (permissions, truncated, too long) would silently leave its hours
             # out of the total, so it is an error, as for a named file.
             vanished = isinstance(err.__cause__, FileNotFoundError)
-            skipped = not named and (vanished or err.reason.startswith(("not audio", "empty file")))
+            skipped = not named and (vanished or quarantine_category(err.reason) in ("not_audio", "empty"))
             print(f"{path}: {'skipped: ' if skipped else ''}{err.reason}", file=sys.stderr)
             status = status if skipped else 1
             continue
