@@ -449,7 +449,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from audio_platform.audio.inventory import quarantine_category
     from audio_platform.audio.probe import UnsupportedAudioError
     from audio_platform.settings import load_settings
-    from audio_platform.storage.drops import iter_drop_files
+    from audio_platform.storage.drops import iter_drop_files, storable_path
     from audio_platform.training.detect import detect_stream
     from audio_platform.training.registry import load_model_bundle
 
@@ -467,12 +467,13 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         try:
             listed = sorted(rel for rel in iter_drop_files(given) if not Path(rel).name.startswith("."))
         except OSError as err:
-            print(f"{given}: cannot list the folder: {err}", file=sys.stderr)
+            print(f"{storable_path(str(given))}: cannot list the folder: {err}", file=sys.stderr)
             status = 1
             continue
         files.extend((given / rel, False) for rel in listed)
     scanned, seconds, events = 0, 0.0, 0
     for path, named in files:
+        shown = storable_path(str(path))  # a name that is not UTF-8 printed as \xNN, as ls -b does
         try:
             audio = decode_mono_16k(path, max_duration_s=settings.max_file_duration_s)
         except UnsupportedAudioError as err:
@@ -481,11 +482,11 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             # out of the total, so it is an error, as for a named file.
             vanished = isinstance(err.__cause__, FileNotFoundError)
             skipped = not named and (vanished or quarantine_category(err.reason) in ("not_audio", "empty"))
-            print(f"{path}: {'skipped: ' if skipped else ''}{err.reason}", file=sys.stderr)
+            print(f"{shown}: {'skipped: ' if skipped else ''}{err.reason}", file=sys.stderr)
             status = status if skipped else 1
             continue
         detections = detect_stream(bundle, audio, threshold=args.threshold)
-        print(f"{path}: {len(detections)} detection(s) of '{bundle.keyword}' in {audio.size / 16000:.1f} s")
+        print(f"{shown}: {len(detections)} detection(s) of '{bundle.keyword}' in {audio.size / 16000:.1f} s")
         for detection in detections:
             print(f"  {detection.start_s:8.2f} – {detection.end_s:8.2f} s  score {detection.score:.3f}")
         scanned, seconds, events = scanned + 1, seconds + audio.size / 16000, events + len(detections)

@@ -8,6 +8,7 @@ is read from the runbook itself, so the document cannot drift from what these te
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -189,19 +190,21 @@ def test_roll_back_the_champion(
     # A folder: its audio files are scanned (recursively) and totalled; what is not audio is skipped.
     scan = tmp_path / "scan"
     (scan / "nested").mkdir(parents=True)
-    for copy in (scan / "a.wav", scan / "nested" / "b.wav"):
+    for copy in (scan / "a.wav", scan / "nested" / "b.wav", scan / os.fsdecode(b"\xff odd.wav")):
         shutil.copyfile(tmp_path / "clips" / "stream.wav", copy)
     (scan / "notes.txt").write_text("not audio", encoding="utf-8")
     assert main(["detect", "--model", "models:/kws-tone@champion", str(scan)]) == 0
     out, err = capsys.readouterr()
-    assert "b.wav: " in out and "in 2 file(s), 0.003 h: " in out and "notes.txt: skipped: not audio" in err
+    assert "b.wav: " in out and "in 3 file(s), 0.004 h: " in out and "notes.txt: skipped: not audio" in err
+    # A name that is not UTF-8 is printed as ls -b shows it (a terminal cannot take the raw bytes).
+    assert "\\xff odd.wav: 0 detection(s)" in out and "\udcff" not in out
     assert main(["detect", "--model", "models:/kws-tone@champion", str(scan / "notes.txt")]) == 1
     assert "notes.txt: not audio" in capsys.readouterr().err
     # Audio that cannot be read would leave its hours out of the total: an error, the rest scanned.
     (scan / "nested" / "b.wav").write_bytes((scan / "a.wav").read_bytes()[:30])
     assert main(["detect", "--model", "models:/kws-tone@champion", str(scan)]) == 1
     out, err = capsys.readouterr()
-    assert "in 1 file(s), 0.001 h: " in out and "b.wav: " in err and "b.wav: skipped" not in err
+    assert "in 2 file(s), 0.003 h: " in out and "b.wav: " in err and "b.wav: skipped" not in err
     (scan / "empty").mkdir()
     assert main(["detect", "--model", "models:/kws-tone@champion", str(scan / "empty")]) == 1
     assert "no audio file to scan" in capsys.readouterr().err
